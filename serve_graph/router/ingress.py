@@ -1,0 +1,186 @@
+"""The router deployment: the one HTTP ingress in front of every model.
+
+Per request: parse (400 on bad input) -> decide (policy, pure) -> call the chosen LLMServer
+handle -> return JSON or SSE, with headers naming what was decided. It holds handles, not
+engines, so it reserves no CPU and never waits behind an engine for a slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from serve_graph.config import ResolvedProfile
+from serve_graph.router.api import APIError, model_list, parse_request, read_json_object, sse_packet
+from serve_graph.router.health import HealthTracker, read_serve_status
+from serve_graph.router.policy import Decision, RouteRequest, RoutingError, decide
+
+logger = logging.getLogger("serve_graph.router")
+
+app = FastAPI(title="serve_graph router", docs_url=None, redoc_url=None)
+
+# Headers the model replica may need from the client (trace context, request id); the rest stay here.
+FORWARDED_HEADERS = ("traceparent", "tracestate", "x-request-id")
+
+
+def _has_images(messages: Any) -> bool:
+    """Vision is decided by content: any image part in any message."""
+    if not isinstance(messages, list):
+        return False
+    for msg in messages:
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if isinstance(content, list) and any(
+            isinstance(p, dict) and p.get("type") in ("image_url", "input_image", "image") for p in content
+        ):
+            return True
+    return False
+
+
+def decision_headers(decision: Decision) -> dict[str, str]:
+    headers = {"x-serve-graph-model": decision.model, "x-serve-graph-route": decision.route}
+    if decision.category is not None:
+        headers["x-serve-graph-category"] = decision.category
+    if decision.confidence is not None:
+        headers["x-serve-graph-confidence"] = f"{decision.confidence:.3f}"
+    return headers
+
+
+def _raise_if_error(item: Any) -> None:
+    """The engine reports request errors (e.g. max_tokens beyond the context) as an
+    ErrorResponse item; give the client its status in our error shape."""
+    first = item[0] if isinstance(item, list) and item else item
+    err = getattr(first, "error", None)
+    if err is not None and hasattr(err, "message"):
+        # vLLM names types after its exception classes; clients expect OpenAI's, derived from status.
+        raise APIError(int(getattr(err, "code", 400) or 400), err.message, param=getattr(err, "param", None))
+
+
+async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    yield first
+    async for item in rest:
+        yield item
+
+
+async def _sse(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[str]:
+    """OpenAI SSE: every chunk as `data: {json}`, closed by exactly one `data: [DONE]`."""
+    done = False
+    async for item in _prepend(first, rest):
+        packet = sse_packet(item)
+        done = done or packet.rstrip().endswith("data: [DONE]")
+        yield packet
+    if not done:
+        yield "data: [DONE]\n\n"
+
+
+# Defined last: serve.ingress captures the class when decorated, so every helper it uses must
+# already exist at that point.
+@serve.deployment(name="Router")
+@serve.ingress(app)
+class Router:
+    def __init__(self, profile: dict[str, Any], handles: dict[str, DeploymentHandle]) -> None:
+        self.profile = ResolvedProfile.model_validate(profile)
+        self._handles = {m: h.options(stream=True) for m, h in handles.items()}
+        app_name = serve.get_replica_context().app_name
+        self.health = HealthTracker(
+            {m.id: (handles[m.id].deployment_name, m.autoscaling.min_replicas) for m in self.profile.models},
+            probe=lambda: read_serve_status(app_name),
+        )
+
+    async def _ensure_started(self) -> None:
+        self.health.start()
+
+    # ---- endpoints -------------------------------------------------------------------------
+
+    @app.get("/v1/models")
+    async def models(self) -> JSONResponse:
+        return JSONResponse(model_list(self.profile))
+
+    @app.get("/healthz")
+    async def healthz(self) -> JSONResponse:
+        await self._ensure_started()
+        await self.health.refresh()
+        body = {
+            "status": "ok" if self.health.serving else "unavailable",
+            "models": {
+                m: {"ready": h.ready, "running_replicas": h.running, "min_replicas": h.min_replicas,
+                    "deployment": h.deployment, "status": h.status}
+                for m, h in self.health.snapshot.items()
+            },
+        }
+        return JSONResponse(body, status_code=200 if self.health.serving else 503)
+
+    @app.post("/v1/chat/completions")
+    async def chat(self, request: Request) -> Response:
+        return await self._handle(request, "chat")
+
+    @app.post("/v1/completions")
+    async def completions(self, request: Request) -> Response:
+        return await self._handle(request, "completions")
+
+    # ---- the request path ------------------------------------------------------------------
+
+    async def _handle(self, request: Request, kind: str) -> Response:
+        await self._ensure_started()
+        try:
+            data = await read_json_object(request)
+            body = self._parse(kind, data)
+            decision = self._decide(kind, data)
+            body.model = decision.model
+            return await self._call(kind, body, decision, request)
+        except APIError as e:
+            return e.response()
+        except RoutingError as e:
+            return APIError(e.status, e.message, param=e.param, code=e.code).response()
+
+    def _parse(self, kind: str, data: dict[str, Any]) -> Any:
+        from ray.llm._internal.serve.core.configs.openai_api_models import (
+            ChatCompletionRequest,
+            CompletionRequest,
+        )
+
+        if kind == "chat":
+            if not isinstance(data.get("messages"), list) or not data["messages"]:
+                raise APIError(400, "messages: a non-empty list of messages is required", param="messages",
+                               code="invalid_value")
+            body = parse_request(ChatCompletionRequest, data)
+            # Keep the client's plain JSON messages: validated above, and unlike pydantic's lazy
+            # iterators for content parts they pickle across the handle call.
+            body.messages = data["messages"]
+            return body
+        if "prompt" not in data:
+            raise APIError(400, "prompt: field required", param="prompt", code="invalid_value")
+        return parse_request(CompletionRequest, data)
+
+    def _decide(self, kind: str, data: dict[str, Any]) -> Decision:
+        model = data.get("model")
+        if model is not None and not isinstance(model, str):
+            raise APIError(400, "model: must be a string", param="model", code="invalid_value")
+        req = RouteRequest(model=model, has_images=kind == "chat" and _has_images(data.get("messages")))
+        return decide(req, self.profile, self.health.healthy)
+
+    async def _call(self, kind: str, body: Any, decision: Decision, request: Request) -> Response:
+        from ray.llm._internal.serve.core.protocol import RawRequestInfo
+
+        headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_HEADERS}
+        handle = self._handles[decision.model]
+        stream = getattr(handle, kind).remote(body, RawRequestInfo(headers=headers))
+        try:
+            async with asyncio.timeout(self.profile.router.request_timeout_s):
+                first = await stream.__anext__()
+        except TimeoutError:
+            raise APIError(408, "the model did not answer in time", code="timeout") from None
+        except StopAsyncIteration:
+            raise APIError(503, f"model {decision.model} returned nothing", code="empty_response") from None
+        _raise_if_error(first)
+        out_headers = decision_headers(decision)
+        if not getattr(body, "stream", False):
+            content = first.model_dump() if hasattr(first, "model_dump") else first
+            return JSONResponse(content=content, headers=out_headers)
+        return StreamingResponse(_sse(first, stream), media_type="text/event-stream", headers=out_headers)

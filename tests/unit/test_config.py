@@ -1,0 +1,161 @@
+"""models.yaml validation: broken files fail with the file, the field path and what is wrong."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from serve_graph.config import ConfigError, load_config, parse_config
+from serve_graph.deployments import engine_kwargs, llm_config_dict
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS_YAML = REPO / "models.yaml"
+
+
+@pytest.fixture()
+def raw() -> dict[str, Any]:
+    return yaml.safe_load(MODELS_YAML.read_text())
+
+
+def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
+    p = tmp_path / "models.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def _error(tmp_path: Path, data: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as e:
+        load_config(_write(tmp_path, data))
+    return str(e.value)
+
+
+def test_shipped_file_is_valid_and_has_both_profiles() -> None:
+    cfg = load_config(MODELS_YAML)
+    assert {"production", "local"} <= set(cfg.profiles)
+    prod = cfg.resolve("production")
+    tiers = {m.tier: m for m in prod.models}
+    assert set(tiers) == {"small", "medium", "moe", "xl"}
+    assert tiers["xl"].engine.tensor_parallel_size == 8
+    assert tiers["moe"].source == "Qwen/Qwen3-30B-A3B"
+    local = cfg.resolve("local")
+    assert all(m.resources.is_cpu for m in local.models)
+    assert all(m.autoscaling.max_replicas == 1 for m in local.models)
+    # relative sources are resolved against the YAML file, not the cwd
+    assert all(Path(m.source).is_absolute() for m in local.models)
+
+
+def test_every_model_sets_target_ongoing_requests(raw: dict[str, Any]) -> None:
+    for prof in raw["profiles"].values():
+        for m in prof["models"]:
+            assert "target_ongoing_requests" in m["autoscaling"], m["id"]
+
+
+def test_missing_field_names_the_field(tmp_path: Path, raw: dict[str, Any]) -> None:
+    del raw["profiles"]["local"]["models"][1]["tier"]
+    msg = _error(tmp_path, raw)
+    assert "models.yaml" in msg
+    assert "profiles.local.models[1].tier" in msg
+    assert "Field required" in msg
+
+
+def test_missing_target_ongoing_requests_is_an_error(tmp_path: Path, raw: dict[str, Any]) -> None:
+    del raw["profiles"]["production"]["models"][0]["autoscaling"]["target_ongoing_requests"]
+    msg = _error(tmp_path, raw)
+    assert "profiles.production.models[0].autoscaling.target_ongoing_requests" in msg
+
+
+def test_tp_must_divide_heads(tmp_path: Path, raw: dict[str, Any]) -> None:
+    raw["profiles"]["production"]["models"][3]["engine"]["tensor_parallel_size"] = 6  # 64 heads
+    msg = _error(tmp_path, raw)
+    assert "profiles.production.models[3]" in msg
+    assert "tensor_parallel_size 6 does not divide num_attention_heads 64" in msg
+
+
+def test_tp_checked_against_local_checkpoint(tmp_path: Path, raw: dict[str, Any]) -> None:
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text('{"num_attention_heads": 4, "num_key_value_heads": 2}')
+    m = raw["profiles"]["local"]["models"][0]
+    m["source"] = str(ckpt)
+    m["engine"]["tensor_parallel_size"] = 3
+    msg = _error(tmp_path, raw)
+    assert "profiles.local.models[0]" in msg and "does not divide num_attention_heads 4" in msg
+
+
+def test_autoscaling_min_above_max(tmp_path: Path, raw: dict[str, Any]) -> None:
+    raw["profiles"]["local"]["models"][2]["autoscaling"].update(min_replicas=3, max_replicas=1)
+    msg = _error(tmp_path, raw)
+    assert "profiles.local.models[2].autoscaling" in msg
+    assert "min_replicas (3) > max_replicas (1)" in msg
+
+
+def test_unknown_family(tmp_path: Path, raw: dict[str, Any]) -> None:
+    raw["profiles"]["production"]["models"][1]["family"] = "llama3"
+    msg = _error(tmp_path, raw)
+    assert "profiles.production.models[1].family" in msg
+    assert "qwen3-instruct-2507" in msg  # the message lists what is allowed
+
+
+def test_unknown_key_is_rejected(tmp_path: Path, raw: dict[str, Any]) -> None:
+    raw["profiles"]["local"]["models"][0]["engine"]["tensor_paralel_size"] = 1
+    msg = _error(tmp_path, raw)
+    assert "profiles.local.models[0].engine.tensor_paralel_size" in msg
+
+
+def test_instruct_2507_cannot_think(tmp_path: Path, raw: dict[str, Any]) -> None:
+    raw["profiles"]["production"]["models"][0]["family"] = "qwen3-instruct-2507"
+    msg = _error(tmp_path, raw)
+    assert "never thinks" in msg
+
+
+def test_route_candidate_must_exist(tmp_path: Path, raw: dict[str, Any]) -> None:
+    raw["routes"]["categories"]["code"]["candidates"] = ["qwen-coder-does-not-exist"]
+    msg = _error(tmp_path, raw)
+    assert "routes.categories.code" in msg and "qwen-coder-does-not-exist" in msg
+
+
+def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("routes: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_tiers_expand_per_profile(raw: dict[str, Any]) -> None:
+    cfg = parse_config(copy.deepcopy(raw), "x", MODELS_YAML.parent)
+    assert cfg.resolve("production").category_routes["math"][0] == "qwen3-30b-a3b"
+    assert cfg.resolve("local").category_routes["math"][0] == "qwen3-moe-tiny"
+    with pytest.raises(ConfigError, match="unknown profile"):
+        cfg.resolve("staging")
+
+
+def test_llm_config_has_reasoning_budget_and_no_stream_batching() -> None:
+    prof = load_config(MODELS_YAML).resolve("production")
+    xl = next(m for m in prof.models if m.tier == "xl")
+    kw = engine_kwargs(xl)
+    assert kw["tensor_parallel_size"] == 8 and "served_model_name" not in kw
+    assert kw["reasoning_config"]["reasoning_end_str"] == "</think>"
+    cfg = llm_config_dict(xl)
+    assert cfg["experimental_configs"]["stream_batching_interval_ms"] == 0
+    assert len(cfg["placement_group_config"]["bundles"]) == 8
+    assert cfg["placement_group_config"]["bundles"][0]["GPU"] == 1
+    assert cfg["accelerator_type"] == "H100"
+    auto = cfg["deployment_config"]["autoscaling_config"]
+    assert auto["target_ongoing_requests"] == xl.autoscaling.target_ongoing_requests
+    assert auto["min_replicas"] == 0
+
+
+def test_ray_accepts_every_generated_llm_config() -> None:
+    """Ray's own LLMConfig validation runs on what we generate (no cluster needed)."""
+    from serve_graph.deployments import llm_configs
+
+    cfg = load_config(MODELS_YAML)
+    for name in cfg.profiles:
+        configs = llm_configs(cfg.resolve(name))
+        assert set(configs) == {m.id for m in cfg.resolve(name).models}
