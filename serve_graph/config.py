@@ -6,7 +6,9 @@ inside a Ray worker. The rest of the package only reads these models.
 
 Layout of the file::
 
-    routes:      category -> ordered candidates (model ids or tier names), default route, threshold
+    routes:      category -> ordered candidates (model ids or tier names), default route, threshold,
+                 example prompts for the classifier, escalation by thinking budget
+    budgets:     thinking budgets per category and per reasoning_effort
     router:      the router deployment's own replicas
     profiles:
       production: {models: [...], routes: {...optional override...}}
@@ -24,6 +26,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from serve_graph.router.budget import BudgetPolicy
 
 Family = Literal["qwen3", "qwen3-instruct-2507", "qwen3-thinking-2507"]
 Tier = Literal["small", "medium", "moe", "xl"]
@@ -193,12 +197,20 @@ def _architecture_from_checkpoint(source: str) -> Architecture | None:
     return Architecture(num_attention_heads=heads, num_key_value_heads=data.get("num_key_value_heads", heads))
 
 
+class Escalation(_Strict):
+    """A big thinking budget is a request to think hard: send it to a tier that thinks better."""
+
+    min_budget: int = Field(gt=0, description="Resolved thinking budget at or above which to escalate.")
+    candidates: list[str] = Field(min_length=1)
+
+
 class Route(_Strict):
     """An ordered list of candidates (first healthy wins) and, optionally, example prompts that
     teach the classifier this category (a new one, or a sharper existing one)."""
 
     candidates: list[str] = Field(min_length=1)
     examples: list[str] = Field(default_factory=list)
+    escalate: Escalation | None = None
 
 
 class Routes(_Strict):
@@ -249,6 +261,7 @@ class ServeGraphConfig(_Strict):
     """The whole file."""
 
     routes: Routes
+    budgets: BudgetPolicy = Field(default_factory=BudgetPolicy)
     router: RouterSettings = Field(default_factory=RouterSettings)
     profiles: dict[str, Profile] = Field(min_length=1)
 
@@ -280,10 +293,19 @@ class ServeGraphConfig(_Strict):
                 else [m for m, s in catalog.items() if s.capabilities.vision]
             ),
             examples={c: r.examples for c, r in routes.categories.items() if r.examples},
+            escalations={
+                c: EscalationRoute(
+                    min_budget=r.escalate.min_budget,
+                    candidates=expand(f"routes.categories.{c}.escalate", r.escalate),
+                )
+                for c, r in routes.categories.items()
+                if r.escalate
+            },
+            budgets=self.budgets,
         )
 
 
-def _expand(profile: str, where: str, route: Route, models: list[ModelSpec]) -> list[str]:
+def _expand(profile: str, where: str, route: Route | Escalation, models: list[ModelSpec]) -> list[str]:
     """Tier names become that tier's model ids; ids must exist in the profile's catalog."""
     ids = [m.id for m in models]
     out: list[str] = []
@@ -303,6 +325,13 @@ def _expand(profile: str, where: str, route: Route, models: list[ModelSpec]) -> 
     return out
 
 
+class EscalationRoute(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    min_budget: int
+    candidates: list[str]
+
+
 class ResolvedProfile(BaseModel):
     """What the app builder and the router consume: plain data, picklable to every replica."""
 
@@ -317,6 +346,8 @@ class ResolvedProfile(BaseModel):
     category_routes: dict[str, list[str]]
     vision_route: list[str]
     examples: dict[str, list[str]]
+    escalations: dict[str, EscalationRoute]
+    budgets: BudgetPolicy
 
     def model(self, model_id: str) -> ModelSpec | None:
         return next((m for m in self.models if m.id == model_id), None)

@@ -1,8 +1,10 @@
 """`make demo`: the local profile under `serve run`, a ready line, and a clean stop.
 
-`serve run` starts a throw-away local Ray cluster and, on Ctrl-C, tears the app and that cluster
-down. We run it in its own process group so that SIGTERM (or a second Ctrl-C) still ends every
-process it started: nothing is left holding port 8000 or the CPUs.
+We start a local Ray head ourselves (`ray start --head`) and point `serve run` at it, because
+tearing down a cluster that `serve run` started implicitly depends on it finishing a graceful
+Serve shutdown (vLLM engines included) in time. On Ctrl-C or SIGTERM: SIGINT to `serve run`
+(its own clean shutdown), then `ray stop`, which ends every Ray process of that cluster, engines
+included, so nothing is left holding port 8000 or the CPUs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-GRACE_S = 60.0
+GRACE_S = 30.0
 
 
 def _healthy(url: str) -> bool:
@@ -28,19 +30,22 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> int:
-    """SIGINT is serve run's own clean shutdown; the group kill is the backstop."""
+def _ray(*args: str) -> int:
+    return subprocess.run([str(Path(sys.executable).parent / "ray"), *args], check=False).returncode
+
+
+def _stop(proc: subprocess.Popen[bytes], started_ray: bool) -> int:
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=GRACE_S)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    try:  # children that outlived the leader (raylet, workers) share its process group
+            pass
+    if started_ray:
+        _ray("stop")  # graceful, then forced after its own timeout
+    if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        proc.wait()
     return proc.returncode or 0
 
 
@@ -57,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     if _healthy(url):
         print(f"something already answers on {url}; stop it first", file=sys.stderr)
         return 1
-    cmd = [str(Path(sys.executable).parent / "serve"), "run", "serve_graph.app:build_app",
+    started_ray = _ray("start", "--head", "--disable-usage-stats", "--include-dashboard=false") == 0
+    if not started_ray:
+        print("could not start a local Ray head (is one running? `ray stop` ends it)", file=sys.stderr)
+        return 1
+    cmd = [str(Path(sys.executable).parent / "serve"), "run", "--address", "auto", "serve_graph.app:build_app",
            f"config={ns.config}", f"profile={ns.profile}"]
     print("$", " ".join(cmd), flush=True)
     proc = subprocess.Popen(cmd, start_new_session=True)
@@ -73,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         while not _healthy(url):
             if stopping["now"] or proc.poll() is not None or time.monotonic() - t0 > ns.startup_timeout:
                 print("serve_graph did not come up", file=sys.stderr)
-                return _stop(proc) or 1
+                return _stop(proc, started_ray) or 1
             time.sleep(1)
         print(
             f"\nserve_graph READY in {time.monotonic() - t0:.0f}s at {url} (profile {ns.profile}). Try:\n"
@@ -87,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         while not stopping["now"] and proc.poll() is None:
             time.sleep(0.5)
     finally:
-        code = _stop(proc)
+        code = _stop(proc, started_ray)
         print("serve_graph stopped", flush=True)
     return 0 if stopping["now"] else code
 

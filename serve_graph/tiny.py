@@ -87,6 +87,7 @@ class TinySpec:
     num_experts_per_tok: int = 0
     moe_intermediate_size: int = 0
     mlp_only_layers: tuple[int, ...] = field(default_factory=tuple)
+    always_thinks: bool = False  # a *-Thinking-2507 stand-in: the template always opens <think>
 
     @property
     def is_moe(self) -> bool:
@@ -127,8 +128,20 @@ MOE = TinySpec(
     moe_intermediate_size=64,
 )
 
+THINKING = TinySpec(
+    name="qwen3-tiny-thinking",
+    architecture="Qwen3ForCausalLM",
+    hidden_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=64,
+    intermediate_size=256,
+    always_thinks=True,
+)
+
 #: name -> spec, in a stable order.
-SPECS: dict[str, TinySpec] = {s.name: s for s in (SMALL, MEDIUM, MOE)}
+SPECS: dict[str, TinySpec] = {s.name: s for s in (SMALL, MEDIUM, MOE, THINKING)}
 
 #: The three model directory names that ``make_tiny_models`` writes under ``out_dir``.
 TINY_MODELS: tuple[str, ...] = tuple(SPECS)
@@ -284,6 +297,23 @@ CHAT_TEMPLATE = (
     "{%- endif -%}"
 )
 
+#: Like Qwen3-*-Thinking-2507: the generation prompt always opens ``<think>\n``, whatever
+#: ``enable_thinking`` says (such a model cannot be switched off, only cut short by a budget).
+THINKING_CHAT_TEMPLATE = CHAT_TEMPLATE.replace(
+    "{%- if enable_thinking is defined and enable_thinking is false -%}"
+    "{{- '<think>\\n\\n</think>\\n\\n' -}}"
+    "{%- else -%}"
+    "{{- '<think>\\n' -}}"
+    "{%- endif -%}",
+    "{{- '<think>\\n' -}}",
+)
+assert THINKING_CHAT_TEMPLATE != CHAT_TEMPLATE
+
+
+def chat_template(spec: TinySpec) -> str:
+    return THINKING_CHAT_TEMPLATE if spec.always_thinks else CHAT_TEMPLATE
+
+
 # --------------------------------------------------------------------------------------------
 # Configs
 # --------------------------------------------------------------------------------------------
@@ -356,7 +386,7 @@ def _generation_config(ids: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def _tokenizer_config(tok: Tokenizer) -> dict[str, Any]:
+def _tokenizer_config(tok: Tokenizer, spec: TinySpec) -> dict[str, Any]:
     """tokenizer_config.json for ``PreTrainedTokenizerFast``, which loads tokenizer.json as is.
 
     A model-specific class (e.g. transformers 5's ``Qwen2Tokenizer``) would rebuild the pipeline
@@ -387,7 +417,7 @@ def _tokenizer_config(tok: Tokenizer) -> dict[str, Any]:
         "errors": "replace",
         "model_max_length": MAX_POSITION_EMBEDDINGS,
         "split_special_tokens": False,
-        "chat_template": CHAT_TEMPLATE,
+        "chat_template": chat_template(spec),
     }
 
 
@@ -508,7 +538,7 @@ def _spec_hash(spec: TinySpec, seed: int) -> str:
         "spec": asdict(spec),
         "corpus": TRAINING_CORPUS,
         "bpe_vocab_size": BPE_VOCAB_SIZE,
-        "chat_template": CHAT_TEMPLATE,
+        "chat_template": chat_template(spec),
         "max_pos": MAX_POSITION_EMBEDDINGS,
         "rope_theta": ROPE_THETA,
         "std": INIT_STD,
@@ -554,9 +584,9 @@ def _write_model_dir(
         _write_json(tmp / "config.json", _model_config(spec, vocab_size, ids))
         _write_json(tmp / "generation_config.json", _generation_config(ids))
         tok.save(str(tmp / "tokenizer.json"))
-        _write_json(tmp / "tokenizer_config.json", _tokenizer_config(tok))
+        _write_json(tmp / "tokenizer_config.json", _tokenizer_config(tok, spec))
         _write_json(tmp / "special_tokens_map.json", _special_tokens_map())
-        (tmp / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+        (tmp / "chat_template.jinja").write_text(chat_template(spec))
         _write_json(tmp / MARKER_FILE, _marker(spec, seed))
         _swap_in(tmp, target)
     finally:

@@ -65,6 +65,18 @@ def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
     return out or None
 
 
+def _client_errors() -> tuple[type[Exception], ...]:
+    """vLLM's protocol validators raise VLLMClientError (not a ValueError) for bad values."""
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:  # an engine-less install (e.g. docs tooling)
+        return (ValueError, TypeError)
+    return (ValueError, TypeError, VLLMClientError)
+
+
+_CLIENT_ERRORS = _client_errors()
+
+
 def parse_request(model: type[M], data: dict[str, Any]) -> M:
     """Validate with the engine's protocol model; pydantic errors become a 400 naming the field."""
     try:
@@ -75,8 +87,11 @@ def parse_request(model: type[M], data: dict[str, Any]) -> M:
         msg = first["msg"].removeprefix("Value error, ")
         where = f"{param}: " if param else ""
         raise APIError(400, f"{where}{msg}", param=param, code="invalid_value") from None
-    except (ValueError, TypeError) as err:  # validators that raise outside pydantic's wrapping
-        raise APIError(400, str(err), code="invalid_value") from None
+    except _CLIENT_ERRORS as err:  # validators that raise outside pydantic's wrapping
+        param = getattr(err, "parameter", None)
+        raise APIError(400, str(err), param=param, code="invalid_value") from None
+
+
 
 
 def model_list(profile: ResolvedProfile) -> dict[str, Any]:

@@ -57,10 +57,6 @@ class CategoryBudget(_Strict):
         None,
         description="Per-level overrides of the policy's effort map; levels left out use the policy's.",
     )
-    escalate_at: Tokens | None = Field(
-        None,
-        description="Read by the routing policy, not here: a budget >= this may move to a bigger tier.",
-    )
 
 
 class BudgetPolicy(_Strict):
@@ -155,7 +151,8 @@ class Budget:
     """The resolved budget, with enough provenance for headers, logs and spans."""
 
     tokens: int  # what vLLM enforces; 0 = no thinking
-    source: str  # "explicit" | "reasoning_effort" | "enable_thinking" | "soft_switch" | "category_default" | "default"
+    # "explicit" | "reasoning_effort" | "enable_thinking" | "soft_switch" | "category_default" | "default"
+    source: str
     requested: int  # before caps
     capped_by: str | None  # None | "max_tokens" | "max_completion_tokens" | "context" | "max_budget"
 

@@ -8,8 +8,11 @@ engines, so it reserves no CPU and never waits behind an engine for a slot.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,8 +20,10 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from serve_graph.config import ResolvedProfile
+from serve_graph.config import AUTO_MODEL, ModelSpec, ResolvedProfile
 from serve_graph.router.api import APIError, model_list, parse_request, read_json_object, sse_packet
+from serve_graph.router.budget import Budget, BudgetError, BudgetRequest, resolve_budget
+from serve_graph.router.classify import Classification, Classifier, build_classifier, message_text
 from serve_graph.router.health import HealthTracker, read_serve_status
 from serve_graph.router.policy import Decision, RouteRequest, RoutingError, decide
 
@@ -43,13 +48,86 @@ def _has_images(messages: Any) -> bool:
     return False
 
 
-def decision_headers(decision: Decision) -> dict[str, str]:
-    headers = {"x-serve-graph-model": decision.model, "x-serve-graph-route": decision.route}
-    if decision.category is not None:
-        headers["x-serve-graph-category"] = decision.category
-    if decision.confidence is not None:
-        headers["x-serve-graph-confidence"] = f"{decision.confidence:.3f}"
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided about one request before the model is called."""
+
+    decision: Decision
+    classification: Classification | None
+    budget: Budget | None  # chat only; effective for the chosen model
+
+
+def plan_headers(plan: Plan) -> dict[str, str]:
+    d = plan.decision
+    headers = {"x-serve-graph-model": d.model, "x-serve-graph-route": d.route}
+    if plan.classification is not None:
+        headers["x-serve-graph-category"] = plan.classification.category
+        headers["x-serve-graph-confidence"] = f"{plan.classification.confidence:.3f}"
+    if plan.budget is not None:
+        headers["x-serve-graph-thinking-budget"] = str(plan.budget.tokens)
+        headers["x-serve-graph-thinking-budget-source"] = plan.budget.source
     return headers
+
+
+def estimate_prompt_tokens(data: dict[str, Any]) -> int:
+    """A cheap over-estimate (3 chars per token) used only to keep budget + answer in context."""
+    msgs = data.get("messages")
+    chars = sum(len(message_text(m)) for m in msgs if isinstance(m, dict)) if isinstance(msgs, list) else 0
+    return chars // 3 + 8 * (len(msgs) if isinstance(msgs, list) else 0)
+
+
+def apply_thinking(body: Any, spec: ModelSpec, tokens: int) -> None:
+    """Tell the engine the budget in the form it understands.
+
+    Hybrid Qwen3 switches by template (`enable_thinking`) and gets the budget top-level (vLLM
+    ignores it inside chat_template_kwargs); a thinking-only model cannot be switched off, only
+    cut by the budget (0 closes the block at once); an instruct model gets neither.
+    """
+    if not spec.capabilities.thinking:
+        body.thinking_token_budget = None
+        return
+    if not spec.always_thinks:
+        body.chat_template_kwargs = {**(body.chat_template_kwargs or {}), "enable_thinking": tokens > 0}
+    body.thinking_token_budget = tokens if (tokens > 0 or spec.always_thinks) else None
+
+
+def thinking_report(plan: Plan, usage: Any) -> dict[str, Any]:
+    """Our `serve_graph` block in the response: the decision, and whether the budget cut thinking.
+
+    vLLM counts the newline after a pre-opened `<think>` as a thinking token and forces `</think>`
+    when the count reaches the budget, so a cut shows as reasoning_tokens >= budget - 1.
+    """
+    d = plan.decision
+    report: dict[str, Any] = {"model": d.model, "route": d.route, "reason": d.reason}
+    if plan.classification is not None:
+        report["category"] = plan.classification.category
+        report["confidence"] = round(plan.classification.confidence, 4)
+    if plan.budget is not None:
+        details = (usage or {}).get("completion_tokens_details") or {}
+        reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+        report["thinking_budget"] = plan.budget.tokens
+        report["thinking_budget_source"] = plan.budget.source
+        report["thinking_budget_capped_by"] = plan.budget.capped_by
+        report["reasoning_tokens"] = reasoning
+        report["thinking_truncated"] = bool(
+            plan.budget.tokens > 0 and reasoning is not None and reasoning >= plan.budget.tokens - 1
+        )
+    return report
+
+
+def annotate_usage_packet(packet: str, plan: Plan) -> str:
+    """Add our report to the stream's final usage chunk (only it carries `usage`)."""
+    if '"usage":{' not in packet.replace(" ", ""):
+        return packet
+    out = []
+    for line in packet.split("\n"):
+        if line.startswith("data: {"):
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                chunk["serve_graph"] = thinking_report(plan, chunk["usage"])
+                line = "data: " + json.dumps(chunk)
+        out.append(line)
+    return "\n".join(out)
 
 
 def _raise_if_error(item: Any) -> None:
@@ -68,11 +146,11 @@ async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield item
 
 
-async def _sse(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[str]:
+async def _sse(first: Any, rest: AsyncIterator[Any], plan: Plan) -> AsyncIterator[str]:
     """OpenAI SSE: every chunk as `data: {json}`, closed by exactly one `data: [DONE]`."""
     done = False
     async for item in _prepend(first, rest):
-        packet = sse_packet(item)
+        packet = annotate_usage_packet(sse_packet(item), plan)
         done = done or packet.rstrip().endswith("data: [DONE]")
         yield packet
     if not done:
@@ -87,6 +165,8 @@ class Router:
     def __init__(self, profile: dict[str, Any], handles: dict[str, DeploymentHandle]) -> None:
         self.profile = ResolvedProfile.model_validate(profile)
         self._handles = {m: h.options(stream=True) for m, h in handles.items()}
+        # Trained (or loaded from cache) once per replica, with the operator's example prompts.
+        self.classifier: Classifier = build_classifier(self.profile.examples)
         app_name = serve.get_replica_context().app_name
         self.health = HealthTracker(
             {m.id: (handles[m.id].deployment_name, m.autoscaling.min_replicas) for m in self.profile.models},
@@ -131,13 +211,25 @@ class Router:
         try:
             data = await read_json_object(request)
             body = self._parse(kind, data)
-            decision = self._decide(kind, data)
-            body.model = decision.model
-            return await self._call(kind, body, decision, request)
+            plan = self._plan(kind, data)
+            body.model = plan.decision.model
+            if plan.budget is not None:
+                apply_thinking(body, self._spec(plan.decision.model), plan.budget.tokens)
+            return await self._call(kind, body, plan, request)
         except APIError as e:
             return e.response()
         except RoutingError as e:
             return APIError(e.status, e.message, param=e.param, code=e.code).response()
+        except BudgetError as e:
+            return APIError(400, str(e), param=e.param, code="invalid_value").response()
+        except Exception as e:  # a bug or a dead replica: still OpenAI's error shape, and logged
+            logger.exception("request failed")
+            return APIError(500, f"internal error: {type(e).__name__}", code="internal_error").response()
+
+    def _spec(self, model_id: str) -> ModelSpec:
+        spec = self.profile.model(model_id)
+        assert spec is not None, model_id  # decide() only returns catalog ids
+        return spec
 
     def _parse(self, kind: str, data: dict[str, Any]) -> Any:
         from ray.llm._internal.serve.core.configs.openai_api_models import (
@@ -158,18 +250,47 @@ class Router:
             raise APIError(400, "prompt: field required", param="prompt", code="invalid_value")
         return parse_request(CompletionRequest, data)
 
-    def _decide(self, kind: str, data: dict[str, Any]) -> Decision:
+    def _classify(self, kind: str, data: dict[str, Any]) -> Classification | None:
+        if kind == "chat":
+            return self.classifier.classify_messages(data["messages"])
+        prompt = data.get("prompt")
+        if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+            prompt = "\n".join(prompt)
+        return self.classifier.classify_text(prompt) if isinstance(prompt, str) else None
+
+    def _plan(self, kind: str, data: dict[str, Any]) -> Plan:
+        """classify -> budget -> decide -> budget capped by the chosen model's context."""
         model = data.get("model")
         if model is not None and not isinstance(model, str):
             raise APIError(400, "model: must be a string", param="model", code="invalid_value")
-        req = RouteRequest(model=model, has_images=kind == "chat" and _has_images(data.get("messages")))
-        return decide(req, self.profile, self.health.healthy)
+        images = kind == "chat" and _has_images(data.get("messages"))
+        classification = None if images else self._classify(kind, data)
+        confident = classification is not None and classification.confidence >= self.profile.confidence_threshold
+        category = classification.category if confident and classification else None
 
-    async def _call(self, kind: str, body: Any, decision: Decision, request: Request) -> Response:
+        budget_req = BudgetRequest.from_body(data) if kind == "chat" else None
+        budget = resolve_budget(budget_req, category, self.profile.budgets) if budget_req else None
+        route_req = RouteRequest(
+            model=model,
+            has_images=images,
+            thinking_budget=budget.tokens if budget else None,
+            requested_budget=budget.requested if budget else None,
+        )
+        routed = model in (None, "", AUTO_MODEL)
+        decision = decide(route_req, self.profile, self.health.healthy, classification if routed else None)
+        if budget_req is not None:
+            spec = self._spec(decision.model)
+            budget = resolve_budget(budget_req, category, self.profile.budgets,
+                                    context_len=spec.max_model_len, prompt_tokens=estimate_prompt_tokens(data))
+            if not spec.capabilities.thinking:
+                budget = dataclasses.replace(budget, tokens=0, capped_by="model_cannot_think")
+        return Plan(decision=decision, classification=classification, budget=budget)
+
+    async def _call(self, kind: str, body: Any, plan: Plan, request: Request) -> Response:
         from ray.llm._internal.serve.core.protocol import RawRequestInfo
 
         headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_HEADERS}
-        handle = self._handles[decision.model]
+        handle = self._handles[plan.decision.model]
         stream = getattr(handle, kind).remote(body, RawRequestInfo(headers=headers))
         try:
             async with asyncio.timeout(self.profile.router.request_timeout_s):
@@ -177,10 +298,11 @@ class Router:
         except TimeoutError:
             raise APIError(408, "the model did not answer in time", code="timeout") from None
         except StopAsyncIteration:
-            raise APIError(503, f"model {decision.model} returned nothing", code="empty_response") from None
+            raise APIError(503, f"model {plan.decision.model} returned nothing", code="empty_response") from None
         _raise_if_error(first)
-        out_headers = decision_headers(decision)
+        out_headers = plan_headers(plan)
         if not getattr(body, "stream", False):
             content = first.model_dump() if hasattr(first, "model_dump") else first
+            content["serve_graph"] = thinking_report(plan, content.get("usage"))
             return JSONResponse(content=content, headers=out_headers)
-        return StreamingResponse(_sse(first, stream), media_type="text/event-stream", headers=out_headers)
+        return StreamingResponse(_sse(first, stream, plan), media_type="text/event-stream", headers=out_headers)

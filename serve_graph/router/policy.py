@@ -20,10 +20,17 @@ class ClassificationLike(Protocol):
 
 @dataclass(frozen=True)
 class RouteRequest:
-    """What the policy needs to know about a request (extracted by the router)."""
+    """What the policy needs to know about a request (extracted by the router).
+
+    `thinking_budget` is the resolved budget after the request's own caps (None: not a chat
+    request); `requested_budget` is the same before caps, i.e. how hard the client asked the
+    model to think, which is what escalation to a better-thinking tier keys on.
+    """
 
     model: str | None = None
     has_images: bool = False
+    thinking_budget: int | None = None
+    requested_budget: int | None = None
 
 
 @dataclass(frozen=True)
@@ -72,17 +79,61 @@ def decide(
                 param="messages",
             )
         return _pick("vision", "image content", profile.vision_route, healthy)
+    name, why, candidates = _route_for(profile, classification)
+    candidates, budget_why = _fit_budget(name, candidates, request, profile)
+    return _pick(name, why + budget_why, candidates, healthy, classification)
+
+
+def _route_for(
+    profile: ResolvedProfile, classification: ClassificationLike | None
+) -> tuple[str, str, list[str]]:
+    """The category's route when the classifier is confident and the category has one."""
     if classification is None:
-        return _pick("default", "no classification", profile.default_route, healthy)
-    route = profile.category_routes.get(classification.category)
+        return "default", "no classification", profile.default_route
     if classification.confidence < profile.confidence_threshold:
         why = f"confidence {classification.confidence:.2f} < threshold {profile.confidence_threshold:.2f}"
-        return _pick("default", why, profile.default_route, healthy, classification)
+        return "default", why, profile.default_route
+    route = profile.category_routes.get(classification.category)
     if route is None:
-        why = f"no route for category {classification.category!r}"
-        return _pick("default", why, profile.default_route, healthy, classification)
-    why = f"category {classification.category} ({classification.confidence:.2f})"
-    return _pick(classification.category, why, route, healthy, classification)
+        return "default", f"no route for category {classification.category!r}", profile.default_route
+    return classification.category, f"category {classification.category} ({classification.confidence:.2f})", route
+
+
+def _fit_budget(
+    route: str, candidates: list[str], request: RouteRequest, profile: ResolvedProfile
+) -> tuple[list[str], str]:
+    """Shape the candidate list by the thinking budget.
+
+    - a big requested budget escalates to the route's better-thinking candidates (first);
+    - budget 0 takes the non-thinking path: thinking-only models are removed (a route made only
+      of them falls back to the default route's, then to any model that can stop thinking);
+    - a positive budget puts models that can think ahead of those that cannot.
+    """
+    budget, requested = request.thinking_budget, request.requested_budget
+    if budget is None:
+        return candidates, ""
+    why = ""
+    esc = profile.escalations.get(route)
+    if esc and requested is not None and requested >= esc.min_budget and budget > 0:
+        candidates = esc.candidates + [c for c in candidates if c not in esc.candidates]
+        why = f"; escalated: budget {requested} >= {esc.min_budget}"
+    specs = {m.id: m for m in profile.models}
+    if budget == 0:
+        for pool in (candidates, profile.default_route, [m.id for m in profile.models]):
+            fit = [c for c in pool if not specs[c].always_thinks]
+            if fit:
+                dropped = [c for c in candidates if specs[c].always_thinks]
+                if dropped:
+                    why += f"; budget 0: thinking-only {', '.join(dropped)} excluded"
+                return fit, why
+        raise RoutingError(
+            400,
+            "thinking budget 0 was asked for, but every model in the catalog always thinks",
+            code="no_non_thinking_model",
+            param="thinking_token_budget",
+        )
+    thinkers = [c for c in candidates if specs[c].capabilities.thinking]
+    return thinkers + [c for c in candidates if c not in thinkers], why
 
 
 def _explicit(request: RouteRequest, profile: ResolvedProfile) -> Decision:

@@ -56,7 +56,7 @@ def base_url() -> Iterator[str]:
 
     make_tiny_models(REPO / ".tiny-models")
     port = _free_port()
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         app = build_app({"config": str(REPO / "models.yaml"), "profile": "local"})

@@ -21,6 +21,7 @@ EXPECTED = {
     "qwen3-tiny-small": ("Qwen3ForCausalLM", "qwen3", 128, 2),
     "qwen3-tiny-medium": ("Qwen3ForCausalLM", "qwen3", 256, 4),
     "qwen3-moe-tiny": ("Qwen3MoeForCausalLM", "qwen3_moe", 128, 2),
+    "qwen3-tiny-thinking": ("Qwen3ForCausalLM", "qwen3", 128, 2),
 }
 SYSTEM_AND_PARTS = [
     {"role": "system", "content": "You are terse."},
@@ -111,6 +112,16 @@ def test_chat_template_thinking_off(tokenizer) -> None:
         enable_thinking=False,
     )
     assert prompt.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+
+
+def test_thinking_only_model_ignores_enable_thinking(tiny: dict[str, Path]) -> None:
+    """The *-Thinking-2507 stand-in opens <think> whatever the request says."""
+    tok = transformers.AutoTokenizer.from_pretrained(tiny["qwen3-tiny-thinking"])
+    for flag in (True, False):
+        prompt = tok.apply_chat_template(
+            [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True, enable_thinking=flag
+        )
+        assert prompt.endswith("<|im_start|>assistant\n<think>\n"), prompt
 
 
 def test_chat_template_system_and_content_parts(tokenizer) -> None:
