@@ -3,11 +3,14 @@
     serve-graph validate [--config models.yaml]             check the file, list each profile
     serve-graph render --profile P [--config F]             Serve config YAML on stdout
     serve-graph make-tiny-models DIR                        random-weight Qwen3 / Qwen3-MoE for CPU
+    serve-graph classify [--config F --profile P] < in.jsonl one {"category","confidence"} per line
+    serve-graph explain "prompt" [--config F --profile P]   the full routing decision, and why
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,6 +63,61 @@ def _cmd_make_tiny(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _classifier(config: str, profile: str):  # noqa: ANN202 - lazy import keeps `validate` fast
+    from serve_graph.router.classify import build_classifier
+
+    return build_classifier(load_config(config).resolve(profile).examples)
+
+
+def _cmd_classify(ns: argparse.Namespace) -> int:
+    """JSON lines in (`text` or `messages`), one JSON line out per input, same order."""
+    clf = _classifier(ns.config, ns.profile)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if isinstance(row.get("messages"), list):
+                c = clf.classify_messages(row["messages"])
+            elif isinstance(row.get("text"), str):
+                c = clf.classify_text(row["text"])
+            else:
+                raise ValueError("each line needs a `text` string or a `messages` list")
+            out = {"category": c.category, "confidence": round(c.confidence, 4)}
+        except (ValueError, AttributeError) as e:
+            out = {"error": str(e)}
+        print(json.dumps(out), flush=True)
+    return 0
+
+
+def explain(prompt: str, config: str, profile: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The router's plan for one prompt (the same `plan_request`), assuming every model is healthy."""
+    from serve_graph.router.plan import plan_request
+
+    prof = load_config(config).resolve(profile)
+    data = {"model": "auto", "messages": [{"role": "user", "content": prompt}], **(body or {})}
+    plan = plan_request("chat", data, prof, _classifier(config, profile), {m.id for m in prof.models})
+    c, d, b = plan.classification, plan.decision, plan.budget
+    return {
+        "category": c.category if c else None,
+        "confidence": round(c.confidence, 4) if c else None,
+        "scores": {k: round(v, 4) for k, v in sorted(c.scores.items(), key=lambda kv: -kv[1])} if c else {},
+        "route": d.route,
+        "candidates": list(d.candidates),
+        "model": d.model,
+        "thinking_budget": b.tokens if b else None,
+        "thinking_budget_source": b.source if b else None,
+        "thinking_budget_capped_by": b.capped_by if b else None,
+        "why": d.reason,
+    }
+
+
+def _cmd_explain(ns: argparse.Namespace) -> int:
+    extra = json.loads(ns.body) if ns.body else None
+    print(json.dumps(explain(ns.prompt, ns.config, ns.profile, extra), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="serve-graph", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -77,6 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("make-tiny-models", help="write tiny random-weight Qwen3 checkpoints")
     t.add_argument("dir")
     t.set_defaults(fn=_cmd_make_tiny)
+    c = sub.add_parser("classify", help="classify JSON lines from stdin")
+    c.add_argument("--config", default="models.yaml")
+    c.add_argument("--profile", default="local")
+    c.set_defaults(fn=_cmd_classify)
+
+    e = sub.add_parser("explain", help="show the routing decision for a prompt")
+    e.add_argument("prompt")
+    e.add_argument("--config", default="models.yaml")
+    e.add_argument("--profile", default="local")
+    e.add_argument("--body", help='extra request fields as JSON, e.g. \'{"reasoning_effort": "high"}\'')
+    e.set_defaults(fn=_cmd_explain)
     return p
 
 

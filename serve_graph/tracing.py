@@ -660,8 +660,8 @@ class StreamObserver:
                 d = json.loads(line[6:])
             except ValueError:
                 continue
-            if isinstance(d.get("error"), dict):
-                e = d["error"]
+            if isinstance(d.get("error"), dict) or d.get("object") == "error":
+                e = d["error"] if isinstance(d.get("error"), dict) else d
                 record_error(self.span, str(e.get("type") or e.get("code") or "engine_error"), str(e.get("message")))
             else:
                 self._observe_dict(d)
@@ -723,14 +723,7 @@ async def wrap_stream(span: Span, stream: AsyncIterator[T], *, first_chunk_seen:
     A cancellation thrown into this generator (Serve does that on client disconnect) is thrown on
     into `stream`, so the engine's own abort handling still runs.
     """
-    if not span.is_recording():
-        try:
-            async for item in stream:
-                yield item
-        finally:
-            span.end()  # a no-op for INVALID_SPAN; ends an unsampled span
-        return
-    obs = StreamObserver(span) if observe else None
+    obs = StreamObserver(span) if observe and span.is_recording() else None
     try:
         while True:
             try:
@@ -763,23 +756,27 @@ async def wrap_stream(span: Span, stream: AsyncIterator[T], *, first_chunk_seen:
         raise
     finally:
         if obs is not None:
-            set_attributes(span, {SG_CHUNKS: obs.chunks})
+            span.set_attribute(SG_CHUNKS, obs.chunks)
             obs.finish()
         span.end()
 
 
 async def traced_call(name: str, headers: Mapping[str, str] | None,
                       call: Callable[[dict[str, str]], Awaitable[AsyncIterator[T]]], *,
-                      attributes: Mapping[str, Any] | None = None) -> AsyncIterator[T]:
+                      attributes: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
+                      ) -> AsyncIterator[T]:
     """Run `call(headers)` (which returns a stream) under a SERVER span that continues `headers`'
     traceparent, passing `call` the same headers re-pointed at this span (so the callee's spans,
     e.g. vLLM's `llm_request`, are its children). The span ends when the stream ends.
 
+    `attributes` may be a callable, evaluated only when the span is sampled.
     Tracing off: `call(headers)` unchanged, nothing else.
     """
     if not _STATE.enabled:
         return await call(dict(headers or {}))
-    span = start_span(name, kind=SpanKind.SERVER, headers=headers or {}, attributes=attributes)
+    span = start_span(name, kind=SpanKind.SERVER, headers=headers or {})
+    if attributes is not None and span.is_recording():
+        set_attributes(span, attributes() if callable(attributes) else attributes)
     try:
         with use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
             stream = await call(replace_trace_headers(headers))

@@ -1,18 +1,16 @@
 """The router deployment: the one HTTP ingress in front of every model.
 
-Per request: parse (400 on bad input) -> decide (policy, pure) -> call the chosen LLMServer
-handle -> return JSON or SSE, with headers naming what was decided. It holds handles, not
+Per request: parse (400 on bad input) -> plan (classify, budget, decide: pure, router/plan.py)
+-> call the chosen LLMServer handle -> return JSON or SSE, with headers naming what was decided. It holds handles, not
 engines, so it reserves no CPU and never waits behind an engine for a slot.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,12 +18,13 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from serve_graph.config import AUTO_MODEL, ModelSpec, ResolvedProfile
+from serve_graph.config import ModelSpec, ResolvedProfile
 from serve_graph.router.api import APIError, model_list, parse_request, read_json_object, sse_packet
-from serve_graph.router.budget import Budget, BudgetError, BudgetRequest, resolve_budget
-from serve_graph.router.classify import Classification, Classifier, build_classifier, message_text
+from serve_graph.router.budget import BudgetError
+from serve_graph.router.classify import Classifier, build_classifier
 from serve_graph.router.health import HealthTracker, read_serve_status
-from serve_graph.router.policy import Decision, RouteRequest, RoutingError, decide
+from serve_graph.router.plan import Plan, apply_thinking, plan_request
+from serve_graph.router.policy import RoutingError
 
 logger = logging.getLogger("serve_graph.router")
 
@@ -33,28 +32,6 @@ app = FastAPI(title="serve_graph router", docs_url=None, redoc_url=None)
 
 # Headers the model replica may need from the client (trace context, request id); the rest stay here.
 FORWARDED_HEADERS = ("traceparent", "tracestate", "x-request-id")
-
-
-def _has_images(messages: Any) -> bool:
-    """Vision is decided by content: any image part in any message."""
-    if not isinstance(messages, list):
-        return False
-    for msg in messages:
-        content = msg.get("content") if isinstance(msg, dict) else None
-        if isinstance(content, list) and any(
-            isinstance(p, dict) and p.get("type") in ("image_url", "input_image", "image") for p in content
-        ):
-            return True
-    return False
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Everything decided about one request before the model is called."""
-
-    decision: Decision
-    classification: Classification | None
-    budget: Budget | None  # chat only; effective for the chosen model
 
 
 def plan_headers(plan: Plan) -> dict[str, str]:
@@ -67,28 +44,6 @@ def plan_headers(plan: Plan) -> dict[str, str]:
         headers["x-serve-graph-thinking-budget"] = str(plan.budget.tokens)
         headers["x-serve-graph-thinking-budget-source"] = plan.budget.source
     return headers
-
-
-def estimate_prompt_tokens(data: dict[str, Any]) -> int:
-    """A cheap over-estimate (3 chars per token) used only to keep budget + answer in context."""
-    msgs = data.get("messages")
-    chars = sum(len(message_text(m)) for m in msgs if isinstance(m, dict)) if isinstance(msgs, list) else 0
-    return chars // 3 + 8 * (len(msgs) if isinstance(msgs, list) else 0)
-
-
-def apply_thinking(body: Any, spec: ModelSpec, tokens: int) -> None:
-    """Tell the engine the budget in the form it understands.
-
-    Hybrid Qwen3 switches by template (`enable_thinking`) and gets the budget top-level (vLLM
-    ignores it inside chat_template_kwargs); a thinking-only model cannot be switched off, only
-    cut by the budget (0 closes the block at once); an instruct model gets neither.
-    """
-    if not spec.capabilities.thinking:
-        body.thinking_token_budget = None
-        return
-    if not spec.always_thinks:
-        body.chat_template_kwargs = {**(body.chat_template_kwargs or {}), "enable_thinking": tokens > 0}
-    body.thinking_token_budget = tokens if (tokens > 0 or spec.always_thinks) else None
 
 
 def thinking_report(plan: Plan, usage: Any) -> dict[str, Any]:
@@ -250,41 +205,11 @@ class Router:
             raise APIError(400, "prompt: field required", param="prompt", code="invalid_value")
         return parse_request(CompletionRequest, data)
 
-    def _classify(self, kind: str, data: dict[str, Any]) -> Classification | None:
-        if kind == "chat":
-            return self.classifier.classify_messages(data["messages"])
-        prompt = data.get("prompt")
-        if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-            prompt = "\n".join(prompt)
-        return self.classifier.classify_text(prompt) if isinstance(prompt, str) else None
-
     def _plan(self, kind: str, data: dict[str, Any]) -> Plan:
-        """classify -> budget -> decide -> budget capped by the chosen model's context."""
         model = data.get("model")
         if model is not None and not isinstance(model, str):
             raise APIError(400, "model: must be a string", param="model", code="invalid_value")
-        images = kind == "chat" and _has_images(data.get("messages"))
-        classification = None if images else self._classify(kind, data)
-        confident = classification is not None and classification.confidence >= self.profile.confidence_threshold
-        category = classification.category if confident and classification else None
-
-        budget_req = BudgetRequest.from_body(data) if kind == "chat" else None
-        budget = resolve_budget(budget_req, category, self.profile.budgets) if budget_req else None
-        route_req = RouteRequest(
-            model=model,
-            has_images=images,
-            thinking_budget=budget.tokens if budget else None,
-            requested_budget=budget.requested if budget else None,
-        )
-        routed = model in (None, "", AUTO_MODEL)
-        decision = decide(route_req, self.profile, self.health.healthy, classification if routed else None)
-        if budget_req is not None:
-            spec = self._spec(decision.model)
-            budget = resolve_budget(budget_req, category, self.profile.budgets,
-                                    context_len=spec.max_model_len, prompt_tokens=estimate_prompt_tokens(data))
-            if not spec.capabilities.thinking:
-                budget = dataclasses.replace(budget, tokens=0, capped_by="model_cannot_think")
-        return Plan(decision=decision, classification=classification, budget=budget)
+        return plan_request(kind, data, self.profile, self.classifier, self.health.healthy)
 
     async def _call(self, kind: str, body: Any, plan: Plan, request: Request) -> Response:
         from ray.llm._internal.serve.core.protocol import RawRequestInfo

@@ -1,0 +1,110 @@
+"""The request plan: classify -> thinking budget -> routing decision -> budget for that model.
+
+Pure Python over the parsed JSON body, shared by the router deployment and `serve-graph explain`,
+so what the CLI explains is exactly what the router does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from serve_graph.config import AUTO_MODEL, ModelSpec, ResolvedProfile
+from serve_graph.router.budget import Budget, BudgetRequest, resolve_budget
+from serve_graph.router.classify import Classification, Classifier, message_text
+from serve_graph.router.policy import Decision, RouteRequest, decide
+
+
+def has_images(messages: Any) -> bool:
+    """Vision is decided by content: any image part in any message."""
+    if not isinstance(messages, list):
+        return False
+    for msg in messages:
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if isinstance(content, list) and any(
+            isinstance(p, dict) and p.get("type") in ("image_url", "input_image", "image") for p in content
+        ):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided about one request before the model is called."""
+
+    decision: Decision
+    classification: Classification | None
+    budget: Budget | None  # chat only; effective for the chosen model
+
+
+def estimate_prompt_tokens(data: dict[str, Any]) -> int:
+    """A cheap over-estimate (3 chars per token) used only to keep budget + answer in context."""
+    msgs = data.get("messages")
+    chars = sum(len(message_text(m)) for m in msgs if isinstance(m, dict)) if isinstance(msgs, list) else 0
+    return chars // 3 + 8 * (len(msgs) if isinstance(msgs, list) else 0)
+
+
+def apply_thinking(body: Any, spec: ModelSpec, tokens: int) -> None:
+    """Tell the engine the budget in the form it understands.
+
+    Hybrid Qwen3 switches by template (`enable_thinking`) and gets the budget top-level (vLLM
+    ignores it inside chat_template_kwargs); a thinking-only model cannot be switched off, only
+    cut by the budget (0 closes the block at once); an instruct model gets neither.
+    """
+    if not spec.capabilities.thinking:
+        body.thinking_token_budget = None
+        return
+    if not spec.always_thinks:
+        body.chat_template_kwargs = {**(body.chat_template_kwargs or {}), "enable_thinking": tokens > 0}
+    body.thinking_token_budget = tokens if (tokens > 0 or spec.always_thinks) else None
+
+
+def classify_body(classifier: Classifier, kind: str, data: dict[str, Any]) -> Classification | None:
+    """Chat: the whole conversation (multi-turn aware); completions: the prompt text."""
+    if kind == "chat":
+        return classifier.classify_messages(data["messages"])
+    prompt = data.get("prompt")
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        prompt = "\n".join(prompt)
+    return classifier.classify_text(prompt) if isinstance(prompt, str) else None
+
+
+def plan_request(
+    kind: str,
+    data: dict[str, Any],
+    profile: ResolvedProfile,
+    classifier: Classifier,
+    healthy: Collection[str],
+) -> Plan:
+    """classify -> budget -> decide -> budget capped by the chosen model's context.
+
+    The budget is resolved twice: first from the request alone (a routing input: 0 means the
+    non-thinking path, a large one may escalate), then against the chosen model's context.
+    Raises BudgetError / RoutingError for the router to turn into 4xx.
+    """
+    model = data.get("model")
+    images = kind == "chat" and has_images(data.get("messages"))
+    classification = None if images else classify_body(classifier, kind, data)
+    confident = classification is not None and classification.confidence >= profile.confidence_threshold
+    category = classification.category if confident and classification else None
+
+    budget_req = BudgetRequest.from_body(data) if kind == "chat" else None
+    budget = resolve_budget(budget_req, category, profile.budgets) if budget_req else None
+    route_req = RouteRequest(
+        model=model,
+        has_images=images,
+        thinking_budget=budget.tokens if budget else None,
+        requested_budget=budget.requested if budget else None,
+    )
+    routed = model in (None, "", AUTO_MODEL)
+    decision = decide(route_req, profile, healthy, classification if routed else None)
+    if budget_req is not None:
+        spec = profile.model(decision.model)
+        assert spec is not None  # decide() only returns catalog ids
+        budget = resolve_budget(budget_req, category, profile.budgets,
+                                context_len=spec.max_model_len, prompt_tokens=estimate_prompt_tokens(data))
+        if not spec.capabilities.thinking:
+            budget = dataclasses.replace(budget, tokens=0, capped_by="model_cannot_think")
+    return Plan(decision=decision, classification=classification, budget=budget)
