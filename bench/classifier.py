@@ -1,0 +1,271 @@
+"""Retrain, evaluate and time the prompt classifier (serve_graph/router/classify.py).
+
+    .venv/bin/python -m bench.classifier                # eval + latency (markdown, for the README)
+    .venv/bin/python -m bench.classifier --retrain      # train on the shipped data, write model.npz
+    .venv/bin/python -m bench.classifier --eval         # per-class P/R/F1, macro, confusion matrices
+    .venv/bin/python -m bench.classifier --latency      # p50/p99 by prompt length
+    .venv/bin/python -m bench.classifier --train-time   # cold training time (what an operator's
+                                                        # extra examples cost at start-up)
+    .venv/bin/python -m bench.classifier --cv           # 5-fold CV over the hand-written prompts
+
+(`python bench/classifier.py ...` works too.)
+
+Training data is only ``serve_graph/data/prompts/{train,extra}.jsonl``. The evaluation sets
+``eval/dev.jsonl`` and ``eval/mt_bench.jsonl`` are never trained on. ``--cv`` is the signal used to
+tune hyper-parameters: it holds out folds of the hand-written realistic prompts, which look like
+real traffic, unlike the benchmark-template-heavy dev set.
+
+Latency prompts are built from real text (dev passages and code, stitched together) up to a target
+length. Token counts use ~4 characters per token (English BPE average), so "2000 tokens" is an
+~8,000-character prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python bench/classifier.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from serve_graph.router import classify as C
+
+EVAL_DIR = C.DATA_DIR / "eval"
+EVAL_SETS = ("dev.jsonl", "mt_bench.jsonl")
+CHARS_PER_TOKEN = 4
+LATENCY_TOKENS = (50, 500, 2000, 8000)
+
+
+# ------------------------------------------------------------------------------------------------
+# Metrics
+# ------------------------------------------------------------------------------------------------
+
+
+def evaluate(clf: C.Classifier, rows: Sequence[tuple[str, str]]) -> dict:
+    """Per-class precision/recall/F1, macro averages over the labels present, confusion matrix."""
+    labels = [c for c in clf.categories if any(lab == c for _, lab in rows)]
+    predicted_set = list(clf.categories)
+    confusion = {t: {p: 0 for p in predicted_set} for t in labels}
+    for text, label in rows:
+        confusion[label][clf.classify_text(text).category] += 1
+    per_class = {}
+    for c in labels:
+        tp = confusion[c][c]
+        support = sum(confusion[c].values())
+        predicted = sum(confusion[t][c] for t in labels)
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[c] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    return {
+        "labels": labels,
+        "columns": predicted_set,
+        "per_class": per_class,
+        "macro_recall": statistics.fmean(v["recall"] for v in per_class.values()),
+        "macro_f1": statistics.fmean(v["f1"] for v in per_class.values()),
+        "accuracy": sum(confusion[c][c] for c in labels) / len(rows),
+        "confusion": confusion,
+        "n": len(rows),
+    }
+
+
+def print_report(name: str, report: dict) -> None:
+    print(f"\n### {name} (n={report['n']})\n")
+    print(
+        f"macro recall **{report['macro_recall']:.3f}**, macro F1 **{report['macro_f1']:.3f}**, "
+        f"accuracy {report['accuracy']:.3f}\n"
+    )
+    print("| class | precision | recall | F1 | support |")
+    print("|---|---|---|---|---|")
+    for c, v in report["per_class"].items():
+        print(f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |")
+    cols = report["columns"]
+    print("\nconfusion (rows: true, columns: predicted)\n")
+    print("| true \\ pred | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    for t in report["labels"]:
+        print(f"| {t} | " + " | ".join(str(report["confusion"][t][p]) for p in cols) + " |")
+
+
+# ------------------------------------------------------------------------------------------------
+# Latency
+# ------------------------------------------------------------------------------------------------
+
+
+def _long_prompts(target_tokens: int, n: int, seed: int = 0) -> list[str]:
+    """Realistic prompts of about ``target_tokens`` tokens: an instruction plus real text.
+
+    Bodies are stitched from dev-set passages and code (varied vocabulary and layout, so the
+    tokenizer sees what it would in production); instructions sit at the start or the end.
+    """
+    rng = random.Random(seed)
+    rows = C.load_examples(EVAL_DIR / "dev.jsonl")
+    prose = [t for t, lab in rows if lab in ("text", "chat", "creative") and len(t) > 200]
+    code = [t for t, lab in rows if lab == "code" and len(t) > 200]
+    shapes = [
+        ("Summarize the following document in five bullet points:\n\n", "", prose),
+        ("", "\n\nWhat are the main arguments made above? Answer briefly.", prose),
+        ("Here is my code. ", "\n\nWhy does this fail with a KeyError, and how do I fix it?", code),
+        ("Translate the following text into German:\n\n", "", prose),
+    ]
+    out = []
+    target_chars = target_tokens * CHARS_PER_TOKEN
+    for i in range(n):
+        head, tail, pool = shapes[i % len(shapes)]
+        body = ""
+        while len(head) + len(body) + len(tail) < target_chars:
+            body += rng.choice(pool) + "\n\n"
+        body = body[: max(0, target_chars - len(head) - len(tail))]
+        out.append(head + body + tail)
+    return out
+
+
+def _percentiles(samples_ms: Sequence[float]) -> tuple[float, float, float]:
+    a = np.asarray(samples_ms)
+    return float(np.percentile(a, 50)), float(np.percentile(a, 99)), float(a.max())
+
+
+def measure_latency(
+    clf: C.Classifier, tokens: Sequence[int] = LATENCY_TOKENS, n_prompts: int = 40, repeats: int = 25
+) -> list[dict]:
+    """p50/p99 of ``Classification.latency_ms`` (the time the router reports) per prompt length."""
+    results = []
+    for target in tokens:
+        prompts = _long_prompts(target, n_prompts)
+        for p in prompts[:5]:  # warm-up
+            clf.classify_text(p)
+        rows: dict[str, list[float]] = {"classify_text": [], "classify_messages (3 turns)": []}
+        gc.disable()
+        try:
+            for _ in range(repeats):
+                for p in prompts:
+                    rows["classify_text"].append(clf.classify_text(p).latency_ms)
+                    messages = [
+                        {"role": "user", "content": p},
+                        {"role": "assistant", "content": p[: len(p) // 2]},
+                        {"role": "user", "content": "ok, and now make it shorter"},
+                    ]
+                    rows["classify_messages (3 turns)"].append(clf.classify_messages(messages).latency_ms)
+        finally:
+            gc.enable()
+        for call, samples in rows.items():
+            p50, p99, worst = _percentiles(samples)
+            results.append(
+                {"tokens": target, "chars": len(prompts[0]), "call": call, "p50": p50, "p99": p99, "max": worst, "n": len(samples)}
+            )
+    return results
+
+
+def print_latency(results: Sequence[dict]) -> None:
+    print("\n### Classifier latency (in-process, 1 thread)\n")
+    print("| prompt | chars | call | p50 ms | p99 ms | max ms | samples |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| ~{r['tokens']} tokens | {r['chars']} | {r['call']} | {r['p50']:.3f} | {r['p99']:.3f} "
+            f"| {r['max']:.2f} | {r['n']} |"
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------------
+
+
+def _timed(fn: Callable[[], C.Classifier]) -> tuple[C.Classifier, float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    clf = fn()
+    return clf, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def retrain() -> C.Classifier:
+    """Train on the shipped data and write the shipped artifact that start-up loads."""
+    clf, wall, cpu = _timed(lambda: C.build_classifier(use_cache=False, use_shipped=False))
+    C.save_model(clf._model, C.SHIPPED_MODEL, C.default_fingerprint())
+    size = C.SHIPPED_MODEL.stat().st_size / 1e6
+    print(
+        f"trained in {wall:.1f}s wall / {cpu:.1f}s CPU: {len(clf._model.vocab)} features, "
+        f"wrote {C.SHIPPED_MODEL} ({size:.1f} MB, fingerprint {clf.fingerprint})"
+    )
+    return clf
+
+
+def train_time(repeats: int = 3) -> None:
+    """Cold start-up cost when the shipped model cannot be used (operator examples given)."""
+    extra = {"sql": ["SELECT name FROM users WHERE age > 30", "write a SQL query that counts orders per day"]}
+    print("\n### Training time (shipped data + 2 operator examples, no cache)\n")
+    print("| run | wall s | CPU s |")
+    print("|---|---|---|")
+    for i in range(repeats):
+        _, wall, cpu = _timed(lambda: C.build_classifier(extra, use_cache=False))
+        print(f"| {i + 1} | {wall:.2f} | {cpu:.2f} |")
+    _, wall, cpu = _timed(lambda: C.build_classifier())
+    print(f"| shipped model.npz load | {wall:.2f} | {cpu:.2f} |")
+
+
+def cross_validate(k: int = 5) -> None:
+    """k-fold CV over the hand-written prompts (the rest of the training data always in)."""
+    base = C._load_jsonl(C.DATA_DIR / "train.jsonl")
+    hand = C._load_jsonl(C.DATA_DIR / "extra.jsonl")
+    rows_all: list[tuple[str, str]] = []
+    preds: list[C.Classifier] = []
+    recalls = []
+    for fold in range(k):
+        train = [e for i, e in enumerate(hand) if i % k != fold]
+        test = [(e.text, e.label) for i, e in enumerate(hand) if i % k == fold]
+        clf = C.Classifier(C.train_model(base + train))
+        report = evaluate(clf, test)
+        recalls.append(report["macro_recall"])
+        rows_all += test
+        preds.append(clf)
+        print(f"fold {fold}: macro recall {report['macro_recall']:.3f}, macro F1 {report['macro_f1']:.3f}")
+    print(f"\n{k}-fold CV on extra.jsonl (n={len(hand)}): mean macro recall {statistics.fmean(recalls):.3f}")
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--retrain", action="store_true", help="retrain and write serve_graph/data/prompts/model.npz")
+    ap.add_argument("--eval", action="store_true", help="accuracy on eval/dev.jsonl and eval/mt_bench.jsonl")
+    ap.add_argument("--latency", action="store_true", help="p50/p99 latency by prompt length")
+    ap.add_argument("--train-time", action="store_true", help="cold training time")
+    ap.add_argument("--cv", action="store_true", help="5-fold CV over the hand-written prompts")
+    ap.add_argument("--extra-eval", type=Path, action="append", default=[], help="another labeled jsonl to evaluate")
+    ap.add_argument("--json", type=Path, help="also write the numbers as JSON here")
+    ns = ap.parse_args(argv)
+    if not (ns.retrain or ns.eval or ns.latency or ns.train_time or ns.cv or ns.extra_eval):
+        ns.eval = ns.latency = True
+    out: dict = {}
+    clf = retrain() if ns.retrain else C.build_classifier()
+    if ns.eval or ns.extra_eval:
+        paths = ([EVAL_DIR / n for n in EVAL_SETS] if ns.eval else []) + list(ns.extra_eval)
+        for path in paths:
+            report = evaluate(clf, C.load_examples(path))
+            print_report(path.name, report)
+            out[path.name] = {k: report[k] for k in ("macro_recall", "macro_f1", "accuracy", "per_class", "confusion")}
+    if ns.latency:
+        results = measure_latency(clf)
+        print_latency(results)
+        out["latency"] = results
+    if ns.train_time:
+        train_time()
+    if ns.cv:
+        cross_validate()
+    if ns.json:
+        ns.json.write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
