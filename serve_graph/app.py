@@ -33,9 +33,15 @@ def load_profile(args: dict[str, Any]) -> ResolvedProfile:
 
 
 def router_options(profile: ResolvedProfile) -> dict[str, Any]:
+    from serve_graph.tracing import env_for_workers
+
     r = profile.router
+    actor: dict[str, Any] = {"num_cpus": r.num_cpus}
+    env = env_for_workers(profile.tracing)
+    if env:
+        actor["runtime_env"] = {"env_vars": env}
     return {
-        "ray_actor_options": {"num_cpus": r.num_cpus},
+        "ray_actor_options": actor,
         "max_ongoing_requests": r.max_ongoing_requests,
         "autoscaling_config": {
             "min_replicas": r.min_replicas,
@@ -52,7 +58,10 @@ def build_graph(profile: ResolvedProfile) -> Application:
     from serve_graph.deployments import llm_configs
     from serve_graph.router.ingress import Router
 
-    servers = {model_id: build_llm_deployment(cfg) for model_id, cfg in llm_configs(profile).items()}
+    # name_prefix keeps Ray's usual deployment names (LLMServer:<id>) for our LLMServer subclass.
+    servers = {
+        model_id: build_llm_deployment(cfg, name_prefix="LLMServer:") for model_id, cfg in llm_configs(profile).items()
+    }
     return Router.options(**router_options(profile)).bind(profile.model_dump(mode="json"), servers)
 
 

@@ -92,11 +92,12 @@ def _cmd_classify(ns: argparse.Namespace) -> int:
 
 def explain(prompt: str, config: str, profile: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     """The router's plan for one prompt (the same `plan_request`), assuming every model is healthy."""
-    from serve_graph.router.plan import plan_request
+    from serve_graph.router.plan import classify_request, plan_request
 
     prof = load_config(config).resolve(profile)
     data = {"model": "auto", "messages": [{"role": "user", "content": prompt}], **(body or {})}
-    plan = plan_request("chat", data, prof, _classifier(config, profile), {m.id for m in prof.models})
+    classification = classify_request(_classifier(config, profile), "chat", data)
+    plan = plan_request("chat", data, prof, classification, {m.id for m in prof.models})
     c, d, b = plan.classification, plan.decision, plan.budget
     return {
         "category": c.category if c else None,

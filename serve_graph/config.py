@@ -9,6 +9,7 @@ Layout of the file::
     routes:      category -> ordered candidates (model ids or tier names), default route, threshold,
                  example prompts for the classifier, escalation by thinking budget
     budgets:     thinking budgets per category and per reasoning_effort
+    tracing:     OpenTelemetry export (the standard OTEL_* env vars fill in / override it)
     router:      the router deployment's own replicas
     profiles:
       production: {models: [...], routes: {...optional override...}}
@@ -28,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from serve_graph.router.budget import BudgetPolicy
+from serve_graph.tracing import TracingSettings
 
 Family = Literal["qwen3", "qwen3-instruct-2507", "qwen3-thinking-2507"]
 Tier = Literal["small", "medium", "moe", "xl"]
@@ -262,6 +264,7 @@ class ServeGraphConfig(_Strict):
 
     routes: Routes
     budgets: BudgetPolicy = Field(default_factory=BudgetPolicy)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
     profiles: dict[str, Profile] = Field(min_length=1)
 
@@ -302,6 +305,7 @@ class ServeGraphConfig(_Strict):
                 if r.escalate
             },
             budgets=self.budgets,
+            tracing=self.tracing,
         )
 
 
@@ -348,6 +352,7 @@ class ResolvedProfile(BaseModel):
     examples: dict[str, list[str]]
     escalations: dict[str, EscalationRoute]
     budgets: BudgetPolicy
+    tracing: TracingSettings
 
     def model(self, model_id: str) -> ModelSpec | None:
         return next((m for m in self.models if m.id == model_id), None)

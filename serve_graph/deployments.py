@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from serve_graph import tracing
 from serve_graph.config import ModelSpec, ResolvedProfile
+from serve_graph.tracing import TracingSettings
 
 # Ray batches streamed chunks every 50 ms by default, which delays the first token by ~48 ms at low
 # load (platform notes). A router in front of many models must not add that to TTFT.
@@ -18,6 +20,9 @@ STREAM_BATCHING_INTERVAL_MS = 0
 # The qwen3 parser separates <think>...</think> into `message.reasoning`; the reasoning config
 # lets vLLM enforce `thinking_token_budget` by forcing the end string.
 REASONING_PARSER = "qwen3"
+
+# Ray's LLMServer plus one SERVER span per call, child of the router's span (serve_graph/server.py).
+SERVER_CLS = "serve_graph.server:TracedLLMServer"
 
 
 def engine_kwargs(spec: ModelSpec) -> dict[str, Any]:
@@ -76,12 +81,19 @@ def _deployment_config(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
-def llm_config_dict(spec: ModelSpec, profile_env: dict[str, str] | None = None) -> dict[str, Any]:
-    """The LLMConfig as plain data (what `render` prints and what Ray validates)."""
-    env = {**(profile_env or {}), **spec.env}
+def llm_config_dict(
+    spec: ModelSpec, profile_env: dict[str, str] | None = None, tracing_settings: TracingSettings | None = None
+) -> dict[str, Any]:
+    """The LLMConfig as plain data (what Ray validates).
+
+    Tracing is configured in one place (OTEL_* env of the process that builds the app, or the
+    `tracing:` section) and reaches the replica and its engine processes through runtime_env.
+    """
+    env = {**tracing.env_for_workers(tracing_settings), **(profile_env or {}), **spec.env}
     cfg: dict[str, Any] = {
         "model_loading_config": {"model_id": spec.id, "model_source": spec.source},
-        "engine_kwargs": engine_kwargs(spec),
+        "engine_kwargs": {**engine_kwargs(spec), **tracing.engine_kwargs_for_tracing(tracing_settings)},
+        "server_cls": SERVER_CLS,
         "placement_group_config": _placement(spec),
         "deployment_config": _deployment_config(spec),
         "experimental_configs": {"stream_batching_interval_ms": STREAM_BATCHING_INTERVAL_MS},
@@ -100,4 +112,4 @@ def llm_configs(profile: ResolvedProfile) -> dict[str, Any]:
     """model id -> validated `ray.serve.llm.LLMConfig` for every catalog entry."""
     from ray.serve.llm import LLMConfig
 
-    return {m.id: LLMConfig(**llm_config_dict(m, profile.env)) for m in profile.models}
+    return {m.id: LLMConfig(**llm_config_dict(m, profile.env, profile.tracing)) for m in profile.models}

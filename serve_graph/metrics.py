@@ -95,7 +95,7 @@ class RouterMetrics:
                                    (DECISION_ROUTE, SKIPPED_MODEL, MODEL))
         self.reasoning = b.histogram(REASONING_TOKENS, "Reasoning tokens per request (from usage).", TOKEN_BUCKETS,
                                      (CATEGORY, MODEL))
-        self.budget = b.histogram(THINKING_BUDGET, "Thinking budget given to the engine per chat request (tokens).",
+        self.budget = b.histogram(THINKING_BUDGET, "Thinking budget given to the engine per thinking request (tokens, > 0).",
                                   TOKEN_BUCKETS, (CATEGORY, MODEL))
         self.truncated = b.counter(THINKING_TRUNCATED, "Requests whose thinking was cut off by the budget.",
                                    (CATEGORY, MODEL))
@@ -104,7 +104,7 @@ class RouterMetrics:
                         e2e_s: float | None, ttft_s: float | None = None, reasoning_tokens: int | None = None,
                         truncated: bool = False, *, budget_tokens: int | None = None) -> None:
         """One finished request. `status` is the HTTP status code; `ttft_s` only for streamed
-        responses; `budget_tokens` the budget sent to the engine (chat on a thinking model)."""
+        responses; `budget_tokens` the thinking budget sent to the engine (observed when > 0)."""
         tags = {CATEGORY: _label(category), MODEL: _label(model)}
         st = _label(status)
         self._safe(self.requests.inc, 1.0, {**tags, DECISION_ROUTE: _label(route), STATUS: st})
@@ -114,7 +114,7 @@ class RouterMetrics:
             self._safe(self.ttft.observe, max(ttft_s, 0.0), tags)
         if reasoning_tokens is not None:
             self._safe(self.reasoning.observe, float(reasoning_tokens), tags)
-        if budget_tokens is not None:
+        if budget_tokens:  # thinking requests only, so truncated / budget count = cut-off ratio
             self._safe(self.budget.observe, float(budget_tokens), tags)
         if truncated:
             self._safe(self.truncated.inc, 1.0, tags)

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -103,6 +104,8 @@ ENV_SAMPLER_ARG = "OTEL_TRACES_SAMPLER_ARG"
 CONTENT_LIMIT = 8192  # characters per captured-content attribute
 _TRACE_HEADERS = ("traceparent", "tracestate")
 _W3C = TraceContextTextMapPropagator()
+# SSE chunks worth parsing when content is not captured: a finish reason, usage, or an error.
+_SSE_INTERESTING = re.compile(r'"finish_reason":\s*"|"usage":\s*\{|"error"|"object":\s*"error"')
 
 Protocol = Literal["grpc", "http/protobuf"]
 
@@ -237,14 +240,15 @@ def env_for_workers(settings: TracingSettings | None = None, environ: Mapping[st
     if not cfg.enabled:
         return {ENV_ENABLED: "false"} if cfg.explicit else {}
     out = {k: v for k, v in env.items() if k.startswith("OTEL_")}
-    out.pop(ENV_ENDPOINT, None)  # resolved into the traces endpoint below (metrics/logs stay unset)
+    # Resolved into the traces-only variables below: the generic endpoint would also be a default
+    # for other OTLP exporters in those processes (metrics/logs), which we do not mean to configure.
+    out.pop(ENV_ENDPOINT, None)
     out.pop(ENV_SAMPLER_ARG, None)
     out.update({
         ENV_ENABLED: "true",
         ENV_TRACES_ENDPOINT: cfg.endpoint,
         # vLLM picks its exporter from this one and defaults to grpc when it is unset.
         ENV_TRACES_PROTOCOL: cfg.protocol,
-        ENV_PROTOCOL: cfg.protocol,
         ENV_SAMPLER: cfg.sampler,
         ENV_CAPTURE_CONTENT: "true" if cfg.capture_content else "false",
     })
@@ -260,8 +264,8 @@ def engine_kwargs_for_tracing(settings: TracingSettings | None = None,
     """vLLM engine kwargs that make it emit its `llm_request` span (child of our replica span).
 
     vLLM only honours incoming trace headers when `otlp_traces_endpoint` is set. In the replica our
-    provider is installed first, so vLLM's span goes through it (our sampler and resource); vLLM's
-    own provider is only used by its engine subprocesses.
+    provider is installed first, so vLLM's span goes through it (our sampler and resource; vLLM's
+    attempt to install its own is refused with a logged warning).
     """
     cfg = resolve(settings, environ)
     return {"otlp_traces_endpoint": cfg.endpoint} if cfg.enabled else {}
@@ -395,7 +399,10 @@ def inject(ctx: Context | None = None) -> dict[str, str]:
 
 
 def replace_trace_headers(headers: Mapping[str, str] | None, ctx: Context | None = None) -> dict[str, str]:
-    """A copy of `headers` whose trace context is `ctx`/the current span's (others unchanged)."""
+    """A copy of `headers` whose trace context is `ctx`/the current span's (others unchanged).
+    Tracing off: an unchanged copy (the caller's context passes through)."""
+    if not _STATE.enabled:
+        return dict(headers or {})
     out = {k: v for k, v in (headers or {}).items() if k.lower() not in _TRACE_HEADERS}
     out.update(inject(ctx))
     return out
@@ -428,13 +435,15 @@ def set_attributes(span: Span, attrs: Mapping[str, Any]) -> None:
 
 def start_span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, headers: Mapping[str, str] | None = None,
                attributes: Mapping[str, Any] | None = None) -> Span:
-    """Start (not activate) a span; parent = `headers`' traceparent if given, else the current span.
+    """Start (not activate) a span; parent = the traceparent in `headers` if there is one, else the
+    current span (e.g. Ray Serve's own request span when Serve tracing is on), else a new trace.
 
     For spans that outlive a `with` block (streams): end them with `wrap_stream` or `span.end()`.
     """
     if not _STATE.enabled:
         return INVALID_SPAN
-    ctx = extract(headers) if headers is not None else None
+    carrier = _trace_headers(headers)
+    ctx = _W3C.extract(carrier) if carrier else None
     span = _STATE.tracer.start_span(name, context=ctx, kind=kind)
     if attributes:
         set_attributes(span, attributes)
@@ -456,7 +465,8 @@ def _activate(span: Span, end_on_exit: bool) -> Iterator[Span]:
 @contextmanager
 def server_span(name: str, headers: Mapping[str, str] | None = None, *,
                 attributes: Mapping[str, Any] | None = None, end_on_exit: bool = True) -> Iterator[Span]:
-    """SERVER span continuing the inbound traceparent (a new trace without one), made current.
+    """SERVER span continuing the inbound traceparent (else the current span, else a new trace),
+    made current.
 
     An exception ends the span with the error recorded. With `end_on_exit=False` the span stays
     open after the block (hand it to `wrap_stream` for a streamed response).
@@ -653,8 +663,7 @@ class StreamObserver:
         for line in text.splitlines():
             if not line.startswith("data: {"):
                 continue
-            if not self.capture and '"usage":{' not in line and '"finish_reason":"' not in line \
-                    and '"error"' not in line:
+            if not self.capture and _SSE_INTERESTING.search(line) is None:
                 continue
             try:
                 d = json.loads(line[6:])

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,12 +19,14 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from serve_graph import tracing
 from serve_graph.config import ModelSpec, ResolvedProfile
+from serve_graph.metrics import RouterMetrics
 from serve_graph.router.api import APIError, model_list, parse_request, read_json_object, sse_packet
 from serve_graph.router.budget import BudgetError
 from serve_graph.router.classify import Classifier, build_classifier
 from serve_graph.router.health import HealthTracker, read_serve_status
-from serve_graph.router.plan import Plan, apply_thinking, plan_request
+from serve_graph.router.plan import Plan, apply_thinking, classify_request, plan_request
 from serve_graph.router.policy import RoutingError
 
 logger = logging.getLogger("serve_graph.router")
@@ -70,19 +73,35 @@ def thinking_report(plan: Plan, usage: Any) -> dict[str, Any]:
     return report
 
 
-def annotate_usage_packet(packet: str, plan: Plan) -> str:
+def annotate_usage_packet(packet: str, plan: Plan) -> tuple[str, dict[str, Any] | None]:
     """Add our report to the stream's final usage chunk (only it carries `usage`)."""
-    if '"usage":{' not in packet.replace(" ", ""):
-        return packet
-    out = []
+    out, report = [], None
     for line in packet.split("\n"):
         if line.startswith("data: {"):
             chunk = json.loads(line[6:])
             if chunk.get("usage"):
-                chunk["serve_graph"] = thinking_report(plan, chunk["usage"])
+                report = chunk["serve_graph"] = thinking_report(plan, chunk["usage"])
                 line = "data: " + json.dumps(chunk)
         out.append(line)
-    return "\n".join(out)
+    return "\n".join(out), report
+
+
+def _trace_header(span: Any) -> dict[str, str]:
+    """`x-serve-graph-trace-id`: lets an operator jump from a response to its trace."""
+    ctx = span.get_span_context()
+    return {"x-serve-graph-trace-id": format(ctx.trace_id, "032x")} if ctx.is_valid else {}
+
+
+def as_api_error(e: Exception) -> APIError:
+    """Every failure of the request path, in one error type (and so in OpenAI's shape)."""
+    if isinstance(e, APIError):
+        return e
+    if isinstance(e, RoutingError):
+        return APIError(e.status, e.message, param=e.param, code=e.code)
+    if isinstance(e, BudgetError):
+        return APIError(400, str(e), param=e.param, code="invalid_value")
+    logger.exception("request failed")  # a bug or a dead replica: logged, still OpenAI's shape
+    return APIError(500, f"internal error: {type(e).__name__}", code="internal_error")
 
 
 def _raise_if_error(item: Any) -> None:
@@ -101,15 +120,24 @@ async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield item
 
 
-async def _sse(first: Any, rest: AsyncIterator[Any], plan: Plan) -> AsyncIterator[str]:
-    """OpenAI SSE: every chunk as `data: {json}`, closed by exactly one `data: [DONE]`."""
+async def _sse(
+    first: Any, rest: AsyncIterator[Any], plan: Plan, on_done: Callable[[dict[str, Any] | None], None]
+) -> AsyncIterator[str]:
+    """OpenAI SSE: every chunk as `data: {json}`, closed by exactly one `data: [DONE]`.
+    `on_done` gets our report (from the usage chunk, when the client asked for usage) at the end."""
     done = False
-    async for item in _prepend(first, rest):
-        packet = annotate_usage_packet(sse_packet(item), plan)
-        done = done or packet.rstrip().endswith("data: [DONE]")
-        yield packet
-    if not done:
-        yield "data: [DONE]\n\n"
+    report: dict[str, Any] | None = None
+    try:
+        async for item in _prepend(first, rest):
+            packet = sse_packet(item)
+            if '"usage":{' in packet.replace(" ", ""):
+                packet, report = annotate_usage_packet(packet, plan)
+            done = done or packet.rstrip().endswith("data: [DONE]")
+            yield packet
+        if not done:
+            yield "data: [DONE]\n\n"
+    finally:
+        on_done(report)
 
 
 # Defined last: serve.ingress captures the class when decorated, so every helper it uses must
@@ -122,6 +150,8 @@ class Router:
         self._handles = {m: h.options(stream=True) for m, h in handles.items()}
         # Trained (or loaded from cache) once per replica, with the operator's example prompts.
         self.classifier: Classifier = build_classifier(self.profile.examples)
+        tracing.setup_tracing(tracing.ROUTER_SERVICE, self.profile.tracing)
+        self.metrics = RouterMetrics()
         app_name = serve.get_replica_context().app_name
         self.health = HealthTracker(
             {m.id: (handles[m.id].deployment_name, m.autoscaling.min_replicas) for m in self.profile.models},
@@ -162,24 +192,39 @@ class Router:
     # ---- the request path ------------------------------------------------------------------
 
     async def _handle(self, request: Request, kind: str) -> Response:
+        """One request, under one SERVER span that continues the client's traceparent; the span
+        ends here for JSON and errors, or when the stream ends."""
         await self._ensure_started()
-        try:
-            data = await read_json_object(request)
-            body = self._parse(kind, data)
-            plan = self._plan(kind, data)
-            body.model = plan.decision.model
-            if plan.budget is not None:
-                apply_thinking(body, self._spec(plan.decision.model), plan.budget.tokens)
-            return await self._call(kind, body, plan, request)
-        except APIError as e:
-            return e.response()
-        except RoutingError as e:
-            return APIError(e.status, e.message, param=e.param, code=e.code).response()
-        except BudgetError as e:
-            return APIError(400, str(e), param=e.param, code="invalid_value").response()
-        except Exception as e:  # a bug or a dead replica: still OpenAI's error shape, and logged
-            logger.exception("request failed")
-            return APIError(500, f"internal error: {type(e).__name__}", code="internal_error").response()
+        started = time.perf_counter()
+        plan: Plan | None = None
+        with tracing.server_span(f"router.{kind}", request.headers, end_on_exit=False) as root:
+            try:
+                data = await read_json_object(request)
+                body = self._parse(kind, data)
+                plan = self._plan(kind, data)
+                body.model = plan.decision.model
+                if plan.budget is not None:
+                    apply_thinking(body, self._spec(plan.decision.model), plan.budget.tokens)
+                tracing.record_decision(root, decision=plan.decision, classification=plan.classification,
+                                        budget=plan.budget)
+                return await self._call(kind, body, plan, request, root, started)
+            except Exception as e:
+                err = as_api_error(e)
+                tracing.record_error(root, e if err.status >= 500 else str(err.status), err.message)
+                root.end()
+                self._observe(plan, err.status, started)
+                return err.response(headers=_trace_header(root))
+
+    def _observe(self, plan: Plan | None, status: int, started: float, ttft_s: float | None = None,
+                 report: dict[str, Any] | None = None) -> None:
+        c = plan.classification if plan else None
+        self.metrics.observe_request(
+            c.category if c else None, plan.decision.model if plan else None, plan.decision.route if plan else None,
+            status, time.perf_counter() - started, ttft_s,
+            reasoning_tokens=(report or {}).get("reasoning_tokens"),
+            truncated=bool((report or {}).get("thinking_truncated")),
+            budget_tokens=plan.budget.tokens if plan and plan.budget else None,
+        )
 
     def _spec(self, model_id: str) -> ModelSpec:
         spec = self.profile.model(model_id)
@@ -206,28 +251,53 @@ class Router:
         return parse_request(CompletionRequest, data)
 
     def _plan(self, kind: str, data: dict[str, Any]) -> Plan:
+        """classify and route, each under its own span (a failure is recorded on the one that failed)."""
         model = data.get("model")
         if model is not None and not isinstance(model, str):
             raise APIError(400, "model: must be a string", param="model", code="invalid_value")
-        return plan_request(kind, data, self.profile, self.classifier, self.health.healthy)
+        with tracing.child_span("classify") as span:
+            classification = classify_request(self.classifier, kind, data)
+            tracing.record_decision(span, classification=classification)
+        if classification is not None:
+            self.metrics.observe_classifier(classification.latency_ms)
+        with tracing.child_span("route") as span:
+            plan = plan_request(kind, data, self.profile, classification, self.health.healthy)
+            tracing.record_decision(span, decision=plan.decision, budget=plan.budget)
+        self.metrics.observe_decision(plan.decision.route, plan.decision.model, plan.decision.skipped)
+        return plan
 
-    async def _call(self, kind: str, body: Any, plan: Plan, request: Request) -> Response:
+    async def _call(self, kind: str, body: Any, plan: Plan, request: Request, root: Any, started: float) -> Response:
+        """The model call under a CLIENT span; its W3C context travels in RawRequestInfo.headers, so
+        the replica's span is its child whether or not Serve's own tracing is on."""
         from ray.llm._internal.serve.core.protocol import RawRequestInfo
 
         headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_HEADERS}
         handle = self._handles[plan.decision.model]
-        stream = getattr(handle, kind).remote(body, RawRequestInfo(headers=headers))
-        try:
-            async with asyncio.timeout(self.profile.router.request_timeout_s):
-                first = await stream.__anext__()
-        except TimeoutError:
-            raise APIError(408, "the model did not answer in time", code="timeout") from None
-        except StopAsyncIteration:
-            raise APIError(503, f"model {plan.decision.model} returned nothing", code="empty_response") from None
-        _raise_if_error(first)
-        out_headers = plan_headers(plan)
+        with tracing.client_span(plan.decision.model, body, end_on_exit=False) as call:
+            headers.update(tracing.inject())  # parent: our client span, not the client's
+            stream = getattr(handle, kind).remote(body, RawRequestInfo(headers=headers))
+            try:
+                async with asyncio.timeout(self.profile.router.request_timeout_s):
+                    first = await stream.__anext__()
+            except TimeoutError:
+                raise APIError(408, "the model did not answer in time", code="timeout") from None
+            except StopAsyncIteration:
+                raise APIError(503, f"model {plan.decision.model} returned nothing", code="empty_response") from None
+            tracing.record_first_chunk(call)
+            _raise_if_error(first)
+        ttft_s = time.perf_counter() - started
+        out_headers = {**plan_headers(plan), **_trace_header(root)}
         if not getattr(body, "stream", False):
             content = first.model_dump() if hasattr(first, "model_dump") else first
-            content["serve_graph"] = thinking_report(plan, content.get("usage"))
+            report = content["serve_graph"] = thinking_report(plan, content.get("usage"))
+            tracing.record_response(call, content)
+            tracing.set_attributes(root, {tracing.SG_THINKING_TRUNCATED: report.get("thinking_truncated")})
+            call.end()
+            root.end()
+            self._observe(plan, 200, started, ttft_s, report)
             return JSONResponse(content=content, headers=out_headers)
-        return StreamingResponse(_sse(first, stream, plan), media_type="text/event-stream", headers=out_headers)
+        tracing.record_stream_chunk(call, first)
+        inner = tracing.wrap_stream(call, stream, first_chunk_seen=True)
+        sse = _sse(first, inner, plan, lambda report: self._observe(plan, 200, started, ttft_s, report))
+        outer = tracing.wrap_stream(root, sse, first_chunk_seen=True, observe=False)
+        return StreamingResponse(outer, media_type="text/event-stream", headers=out_headers)

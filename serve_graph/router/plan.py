@@ -71,14 +71,22 @@ def classify_body(classifier: Classifier, kind: str, data: dict[str, Any]) -> Cl
     return classifier.classify_text(prompt) if isinstance(prompt, str) else None
 
 
+def classify_request(classifier: Classifier, kind: str, data: dict[str, Any]) -> Classification | None:
+    """The classifier's answer, or None for image requests (vision is decided by content)."""
+    if kind == "chat" and has_images(data.get("messages")):
+        return None
+    return classify_body(classifier, kind, data)
+
+
 def plan_request(
     kind: str,
     data: dict[str, Any],
     profile: ResolvedProfile,
-    classifier: Classifier,
+    classification: Classification | None,
     healthy: Collection[str],
 ) -> Plan:
-    """classify -> budget -> decide -> budget capped by the chosen model's context.
+    """budget -> decide -> budget capped by the chosen model's context (after `classify_request`,
+    kept a separate step so the router can time and trace it on its own).
 
     The budget is resolved twice: first from the request alone (a routing input: 0 means the
     non-thinking path, a large one may escalate), then against the chosen model's context.
@@ -86,7 +94,6 @@ def plan_request(
     """
     model = data.get("model")
     images = kind == "chat" and has_images(data.get("messages"))
-    classification = None if images else classify_body(classifier, kind, data)
     confident = classification is not None and classification.confidence >= profile.confidence_threshold
     category = classification.category if confident and classification else None
 

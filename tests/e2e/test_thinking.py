@@ -19,6 +19,9 @@ LOCAL = load_config(REPO / "models.yaml").resolve("local")
 HYBRID = "qwen3-tiny-small"
 THINKING_ONLY = next(m.id for m in LOCAL.models if m.always_thinks)
 ANSWER = 24  # tokens of answer we ask for after the thinking block
+# Random weights emit <|im_end|> now and then (~1/600 per token); vLLM's `ignore_eos` keeps every
+# request generating to max_tokens, so "the answer continues after </think>" is deterministic.
+NO_EOS = {"ignore_eos": True}
 USER = [{"role": "user", "content": "Tell me something nice about the sea."}]
 MATH = [{"role": "user", "content": "Solve for x: 3x + 7 = 22. Show the steps and give x."}]
 
@@ -45,7 +48,7 @@ def _stream(client: httpx.Client, **body: Any) -> tuple[httpx.Headers, list[dict
 
 @pytest.mark.parametrize("budget", [0, 1, 16, 100])
 def test_budget_json(client: httpx.Client, budget: int) -> None:
-    r = _chat(client, thinking_token_budget=budget, max_tokens=budget + ANSWER)
+    r = _chat(client, thinking_token_budget=budget, max_tokens=budget + ANSWER, **NO_EOS)
     body = r.json()
     usage = body["usage"]
     reasoning_tokens = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
@@ -67,7 +70,7 @@ def test_budget_json(client: httpx.Client, budget: int) -> None:
 
 @pytest.mark.parametrize("budget", [0, 1, 16, 100])
 def test_budget_stream(client: httpx.Client, budget: int) -> None:
-    headers, chunks = _stream(client, thinking_token_budget=budget, max_tokens=budget + ANSWER)
+    headers, chunks = _stream(client, thinking_token_budget=budget, max_tokens=budget + ANSWER, **NO_EOS)
     assert headers["x-serve-graph-thinking-budget"] == str(budget)
     deltas = [c["choices"][0]["delta"] for c in chunks if c.get("choices")]
     reasoning = [d["reasoning"] for d in deltas if d.get("reasoning")]
@@ -195,6 +198,6 @@ def test_budget_zero_never_reaches_the_thinking_only_model(client: httpx.Client,
 
 
 def test_thinking_only_model_obeys_the_budget(client: httpx.Client) -> None:
-    r = _chat(client, model=THINKING_ONLY, thinking_token_budget=12, max_tokens=12 + ANSWER)
+    r = _chat(client, model=THINKING_ONLY, thinking_token_budget=12, max_tokens=12 + ANSWER, **NO_EOS)
     rt = (r.json()["usage"].get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
     assert 0 < rt <= 12 and r.json()["choices"][0]["message"]["content"]
