@@ -67,8 +67,8 @@ OPERATOR_SOURCE = "operator"
 # Bump when features or training change, so stale cached models are not reused.
 MODEL_VERSION = "1"
 
-HEAD_CHARS = 1000
-TAIL_CHARS = 300
+HEAD_CHARS = 800
+TAIL_CHARS = 250
 LAST_LINE_CHARS = 300
 
 
@@ -674,7 +674,9 @@ class _ExampleMemory:
 
 
 class Classifier:
-    """Stateless after construction; safe to share between requests and threads."""
+    """Immutable after construction apart from a small memo; safe to share between threads."""
+
+    MEMO_SIZE = 4096
 
     def __init__(
         self, model: _Model, context: ContextConfig = ContextConfig(), fingerprint: str = ""
@@ -689,11 +691,29 @@ class Classifier:
         self._b = model.b.astype(np.float64)
         self._inv_t = 1.0 / model.temperature
         self._memory = _ExampleMemory.build(model, self._row_get) if model.memory else None
+        self._memo: dict[tuple[int, int], tuple[np.ndarray, int]] = {}
 
     # -- single text -------------------------------------------------------------------------------
 
     def _proba(self, text: str) -> tuple[np.ndarray, int]:
-        """Class probabilities and the number of word tokens seen (a measure of evidence)."""
+        """Class probabilities and the number of tokens seen (a measure of evidence), memoised.
+
+        Chat clients resend the whole history with every request, so the earlier turns that
+        ``classify_messages`` blends in were usually classified one request ago. The memo is keyed
+        by (hash, length) of the text, not the text itself, so it holds no prompt content.
+        """
+        key = (hash(text), len(text))
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        result = self._compute_proba(text)
+        result[0].flags.writeable = False  # shared through the memo: callers must copy, not mutate
+        if len(self._memo) >= self.MEMO_SIZE:
+            self._memo.clear()  # cheap and rare; an LRU would cost more per request than it saves
+        self._memo[key] = result
+        return result
+
+    def _compute_proba(self, text: str) -> tuple[np.ndarray, int]:
         feats, n_tokens = _featurize(text)
         if n_tokens == 0:  # nothing to go on: say so, the caller's threshold picks the default route
             return np.full(len(self.categories), 1.0 / len(self.categories)), 0

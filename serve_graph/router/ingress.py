@@ -146,16 +146,21 @@ async def _sse(
 @serve.ingress(app)
 class Router:
     def __init__(self, profile: dict[str, Any], handles: dict[str, DeploymentHandle]) -> None:
+        app_name = serve.get_replica_context().app_name
+        self._setup(profile, handles, lambda: read_serve_status(app_name), RouterMetrics())
+
+    def _setup(self, profile: dict[str, Any], handles: dict[str, Any],
+               probe: Callable[[], dict[str, tuple[str, int]]], metrics: RouterMetrics) -> None:
+        """Everything but the Serve context, so a harness can build a router around fake handles."""
         self.profile = ResolvedProfile.model_validate(profile)
         self._handles = {m: h.options(stream=True) for m, h in handles.items()}
         # Trained (or loaded from cache) once per replica, with the operator's example prompts.
         self.classifier: Classifier = build_classifier(self.profile.examples)
         tracing.setup_tracing(tracing.ROUTER_SERVICE, self.profile.tracing)
-        self.metrics = RouterMetrics()
-        app_name = serve.get_replica_context().app_name
+        self.metrics = metrics
         self.health = HealthTracker(
             {m.id: (handles[m.id].deployment_name, m.autoscaling.min_replicas) for m in self.profile.models},
-            probe=lambda: read_serve_status(app_name),
+            probe=probe,
         )
 
     async def _ensure_started(self) -> None:
