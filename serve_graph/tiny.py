@@ -27,7 +27,7 @@ import os
 import shutil
 import struct
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,17 +128,8 @@ MOE = TinySpec(
     moe_intermediate_size=64,
 )
 
-THINKING = TinySpec(
-    name="qwen3-tiny-thinking",
-    architecture="Qwen3ForCausalLM",
-    hidden_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=64,
-    intermediate_size=256,
-    always_thinks=True,
-)
+# The small model's shape with a template that always thinks (a *-Thinking-2507 stand-in).
+THINKING = replace(SMALL, name="qwen3-tiny-thinking", always_thinks=True)
 
 #: name -> spec, in a stable order.
 SPECS: dict[str, TinySpec] = {s.name: s for s in (SMALL, MEDIUM, MOE, THINKING)}
