@@ -144,14 +144,27 @@ def measure_latency(
         prompts = _long_prompts(target, n_prompts)
         for p in prompts[:5]:  # warm-up
             clf.classify_text(p)
-        calls: dict[str, Callable[[str], C.Classification]] = {
-            "classify_text": clf.classify_text,
-            "classify_messages (3 turns)": lambda p: clf.classify_messages(
-                [
-                    {"role": "user", "content": p},
-                    {"role": "assistant", "content": p[: len(p) // 2]},
-                    {"role": "user", "content": "ok, and now make it shorter"},
-                ]
+        def history(p: str) -> list[dict]:
+            return [{"role": "user", "content": p}, {"role": "assistant", "content": p[: len(p) // 2]}]
+
+        follow_up = {"role": "user", "content": "ok, now make it shorter"}
+
+        def seen_history(p: str) -> None:  # the previous request classified the user turn; the
+            # assistant answer is new (it was generated since), as in a real chat
+            clf._memo.clear()
+            clf.classify_messages(history(p))
+
+        # name -> (untimed set-up, timed call); the memo is cleared so nothing is served from it
+        # unless the scenario says so.
+        calls: dict[str, tuple[Callable[[str], object], Callable[[str], C.Classification]]] = {
+            "classify_text": (lambda p: clf._memo.clear(), clf.classify_text),
+            "classify_messages, 3 turns, cold": (
+                lambda p: clf._memo.clear(),
+                lambda p: clf.classify_messages([*history(p), follow_up]),
+            ),
+            "classify_messages, 3 turns, earlier user turn seen": (
+                seen_history,
+                lambda p: clf.classify_messages([*history(p), follow_up]),
             ),
         }
         wall: dict[str, list[float]] = {name: [] for name in calls}
@@ -160,10 +173,12 @@ def measure_latency(
         try:
             for _ in range(repeats):
                 for p in prompts:
-                    for name, call in calls.items():
+                    for name, (setup, call) in calls.items():
+                        setup(p)
                         t0 = time.thread_time_ns()
-                        wall[name].append(call(p).latency_ms)
+                        result = call(p)
                         cpu[name].append((time.thread_time_ns() - t0) / 1e6)
+                        wall[name].append(result.latency_ms)
         finally:
             gc.enable()
         for name in calls:
