@@ -42,9 +42,17 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    """Unknown keys are errors: a misspelt option must not be silently ignored."""
+    """Unknown keys are errors: a misspelt option must not be silently ignored. Keys starting with
+    `x-` are extension fields (e.g. YAML anchors to reuse), ignored as in docker-compose."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_extensions(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
+        return data
 
 
 class Capabilities(_Strict):
@@ -75,7 +83,19 @@ class EngineSettings(_Strict):
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
     max_num_seqs: int | None = Field(None, gt=0)
     enforce_eager: bool = False
+    reasoning_end: str = Field(
+        "</think>",
+        description="What vLLM forces when the thinking budget runs out. It may start with an "
+        "early-stop sentence (as Qwen recommends) but must end with </think>.",
+    )
     extra_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("reasoning_end")
+    @classmethod
+    def _ends_thinking(cls, v: str) -> str:
+        if not v.rstrip().endswith("</think>"):
+            raise ValueError("must end with </think> (the qwen3 parser's end of reasoning)")
+        return v
 
 
 class Resources(_Strict):

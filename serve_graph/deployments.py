@@ -47,7 +47,7 @@ def engine_kwargs(spec: ModelSpec) -> dict[str, Any]:
         kwargs["reasoning_config"] = {
             "reasoning_parser": REASONING_PARSER,
             "reasoning_start_str": "<think>",
-            "reasoning_end_str": "</think>",
+            "reasoning_end_str": e.reasoning_end,
         }
     kwargs.update(e.extra_kwargs)
     return kwargs

@@ -1,8 +1,8 @@
 """The router deployment: the one HTTP ingress in front of every model.
 
 Per request: parse (400 on bad input) -> plan (classify, budget, decide: pure, router/plan.py)
--> call the chosen LLMServer handle -> return JSON or SSE, with headers naming what was decided. It holds handles, not
-engines, so it reserves no CPU and never waits behind an engine for a slot.
+-> call the chosen LLMServer handle -> return JSON or SSE, with headers naming what was decided.
+It holds handles, not engines, so it reserves no CPU and never waits behind an engine for a slot.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from serve_graph import tracing
@@ -32,6 +33,12 @@ from serve_graph.router.policy import RoutingError
 logger = logging.getLogger("serve_graph.router")
 
 app = FastAPI(title="serve_graph router", docs_url=None, redoc_url=None)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Unknown paths and wrong methods answer in OpenAI's error shape too, not FastAPI's."""
+    return APIError(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else None).response()
 
 # Headers the model replica may need from the client (trace context, request id); the rest stay here.
 FORWARDED_HEADERS = ("traceparent", "tracestate", "x-request-id")

@@ -137,6 +137,11 @@ def test_malformed_body_is_400(client: httpx.Client, body: bytes, param: str | N
         assert err["param"] == param, err
 
 
+def test_unknown_path_and_wrong_method_use_the_error_shape(client: httpx.Client) -> None:
+    assert _error_shape(client.get("/v1/nothing-here"), 404)["code"] == "not_found"
+    _error_shape(client.get("/v1/chat/completions"), 405)
+
+
 def test_completions_without_prompt_is_400(client: httpx.Client) -> None:
     err = _error_shape(client.post("/v1/completions", json={"model": "auto"}), 400)
     assert err["param"] == "prompt"

@@ -140,3 +140,23 @@ def test_errors_are_recorded_on_the_span_that_failed(client: httpx.Client, rx: O
     spans = _trace(rx, r.headers["x-serve-graph-trace-id"], {"router.chat", f"chat {MODEL}"})
     call = _one(spans, f"chat {MODEL}")
     assert call["status"] == "ERROR" and call["attributes"]["error.type"]
+
+
+def test_router_metrics_reach_rays_prometheus_export(client: httpx.Client, rx: OTLPReceiver) -> None:
+    """The router's counters are exported by Ray's metrics agent, labelled by category/model/status."""
+    import time
+
+    import ray
+
+    port = ray._private.worker._global_node.metrics_export_port
+    r = client.post("/v1/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 2})
+    assert r.status_code == 200
+    deadline, text = time.monotonic() + 90, ""
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        if "serve_graph_router_requests_total" in text and f'model="{MODEL}"' in text:
+            break
+        time.sleep(3)
+    lines = [ln for ln in text.splitlines() if ln.startswith("ray_serve_graph_router_requests_total")]
+    assert any(f'model="{MODEL}"' in ln and 'status="200"' in ln for ln in lines), lines[:5]
+    assert any(ln.startswith("ray_serve_graph_router_classifier_latency_seconds") for ln in text.splitlines())

@@ -140,7 +140,7 @@ def test_llm_config_has_reasoning_budget_and_no_stream_batching() -> None:
     xl = next(m for m in prof.models if m.tier == "xl")
     kw = engine_kwargs(xl)
     assert kw["tensor_parallel_size"] == 8 and "served_model_name" not in kw
-    assert kw["reasoning_config"]["reasoning_end_str"] == "</think>"
+    assert kw["reasoning_config"]["reasoning_end_str"].endswith("</think>\n\n")
     cfg = llm_config_dict(xl)
     assert cfg["experimental_configs"]["stream_batching_interval_ms"] == 0
     assert len(cfg["placement_group_config"]["bundles"]) == 8
@@ -159,3 +159,13 @@ def test_ray_accepts_every_generated_llm_config() -> None:
     for name in cfg.profiles:
         configs = llm_configs(cfg.resolve(name))
         assert set(configs) == {m.id for m in cfg.resolve(name).models}
+
+
+def test_early_stop_text_is_forced_at_the_budget(tmp_path: Path, raw: dict[str, Any]) -> None:
+    prod = load_config(MODELS_YAML).resolve("production")
+    for m in prod.models:
+        end = engine_kwargs(m)["reasoning_config"]["reasoning_end_str"]
+        assert end.startswith("\n\nConsidering the limited time") and end.rstrip().endswith("</think>")
+    raw["profiles"]["local"]["models"][0]["engine"]["reasoning_end"] = "Time is up."
+    msg = _error(tmp_path, raw)
+    assert "profiles.local.models[0].engine.reasoning_end" in msg and "must end with </think>" in msg
