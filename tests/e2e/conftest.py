@@ -69,6 +69,7 @@ def base_url(otlp: OTLPReceiver | None) -> Iterator[str]:
     if external or otlp is None:
         yield (external or "").rstrip("/")
         return
+    saved_env = dict(os.environ)
     os.environ.update(TRACING_ENV, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.base_url)
 
     import ray
@@ -85,11 +86,19 @@ def base_url(otlp: OTLPReceiver | None) -> Iterator[str]:
         app = build_app({"config": str(REPO / "models.yaml"), "profile": "local"})
         serve.run(app, name="serve_graph", route_prefix="/", blocking=False)
         url = f"http://127.0.0.1:{port}"
+        # The app (and its runtime_env) has the OTEL_* vars now; don't leak them into other tests.
+        _restore(saved_env)
         wait_healthy(url, STARTUP_TIMEOUT_S)
         yield url
     finally:
+        _restore(saved_env)
         serve.shutdown()
         ray.shutdown()
+
+
+def _restore(env: dict[str, str]) -> None:
+    os.environ.clear()
+    os.environ.update(env)
 
 
 @pytest.fixture(scope="session")
