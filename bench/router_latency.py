@@ -5,8 +5,9 @@
 The production Router request path (parse, classify, budget, route, spans, metrics, response) runs
 in-process against fake model handles (bench/harness.py), so the numbers are the router's own cost,
 without the network or an engine. Each mode runs in its own process (OpenTelemetry's provider is
-process-global): `off` with no OTEL endpoint; `on` exporting every span (sampler always_on) over
-OTLP/HTTP to a real receiver on loopback. Prints p50/p99/mean and the on/off ratios.
+process-global): `none` with the tracing calls stubbed out (as if there were no tracing code),
+`off` with no OTEL endpoint (production default), `on` exporting every span (sampler always_on)
+over OTLP/HTTP to a real receiver on loopback. Prints p50/p99/mean and the ratios.
 """
 
 from __future__ import annotations
@@ -49,7 +50,35 @@ async def _measure(n: int) -> list[float]:
     return out
 
 
-def _child(n: int) -> None:
+def _strip_tracing() -> None:
+    """Mode `none`: every tracing call of the router replaced by the cheapest stand-in, as if the
+    code had no tracing at all; `off` vs `none` is what the tracing code costs when switched off."""
+    import contextlib
+
+    from opentelemetry.trace import INVALID_SPAN
+
+    from serve_graph import tracing
+
+    @contextlib.contextmanager
+    def span(*_a: object, **_k: object):  # noqa: ANN202
+        yield INVALID_SPAN
+
+    async def passthrough(_span: object, stream, **_k: object):  # noqa: ANN001, ANN202
+        async for item in stream:
+            yield item
+
+    for name in ("server_span", "child_span", "client_span"):
+        setattr(tracing, name, span)
+    for name in ("record_decision", "record_error", "record_first_chunk", "record_response",
+                 "record_stream_chunk", "set_attributes"):
+        setattr(tracing, name, lambda *_a, **_k: None)
+    tracing.inject = lambda *_a, **_k: {}
+    tracing.wrap_stream = passthrough
+
+
+def _child(n: int, mode: str) -> None:
+    if mode == "none":
+        _strip_tracing()
     lat = asyncio.run(_measure(n))
     print(json.dumps(lat))
 
@@ -58,9 +87,10 @@ def _run(mode: str, n: int, endpoint: str | None) -> list[float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env["PYTHONPATH"] = str(REPO)
     if mode == "on":
+        # A queue big enough that no span is dropped: the cost measured is exporting all of them.
         env.update(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint or "", OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-                   OTEL_TRACES_SAMPLER="always_on")
-    out = subprocess.run([sys.executable, "-m", "bench.router_latency", "--child", "--n", str(n)], env=env,
+                   OTEL_TRACES_SAMPLER="always_on", OTEL_BSP_MAX_QUEUE_SIZE="65536")
+    out = subprocess.run([sys.executable, "-m", "bench.router_latency", "--child", mode, "--n", str(n)], env=env,
                          cwd=REPO, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -73,25 +103,28 @@ def _row(mode: str, lat: list[float]) -> tuple[float, float, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=3000)
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=("none", "off", "on"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        _child(args.n)
+        _child(args.n, args.child)
         return
     sys.path.insert(0, str(REPO))
     from tests.otlp_receiver import OTLPReceiver
 
     with OTLPReceiver() as rx:
+        none = _run("none", args.n, None)
         off = _run("off", args.n, None)
         on = _run("on", args.n, rx.base_url)
         exported = len(rx.spans())
-    r_off, r_on = _row("off", off), _row("on", on)
+    r_none, r_off, r_on = _row("none", none), _row("off", off), _row("on", on)
     print(f"{args.n} requests per mode through the Router request path (fake engine); spans exported: {exported}\n")
     print("| tracing | p50 µs | p99 µs | mean µs |")
     print("|---|---|---|---|")
-    for mode, (p50, p99, mean) in (("off", r_off), ("on (always_on, OTLP/HTTP)", r_on)):
+    rows = (("no tracing code (stubbed)", r_none), ("off", r_off), ("on (always_on, OTLP/HTTP)", r_on))
+    for mode, (p50, p99, mean) in rows:
         print(f"| {mode} | {p50:.0f} | {p99:.0f} | {mean:.0f} |")
-    print(f"| on / off | {r_on[0] / r_off[0]:.2f}x | {r_on[1] / r_off[1]:.2f}x | {r_on[2] / r_off[2]:.2f}x |")
+    for name, a, b in (("off / none", r_off, r_none), ("on / off", r_on, r_off)):
+        print(f"| {name} | {a[0] / b[0]:.2f}x | {a[1] / b[1]:.2f}x | {a[2] / b[2]:.2f}x |")
 
 
 if __name__ == "__main__":
