@@ -89,3 +89,14 @@ def test_validate_reports_errors_with_exit_2(tmp_path: Path, capsys: pytest.Capt
     err = capsys.readouterr().err
     assert "profiles.local.models[0].autoscaling" in err and "min_replicas (5) > max_replicas (1)" in err
     assert main(["validate", "--config", str(MODELS)]) == 0
+
+
+def test_rendered_args_build_the_same_profile_as_the_file(tmp_path: Path) -> None:
+    """`serve run serve_config.yaml` calls build_app with the rendered args: same profile, from
+    any working directory."""
+    from serve_graph.app import load_profile
+
+    args = render(str(MODELS), "local")["applications"][0]["args"]
+    from_args = load_profile({**args, "base_dir": str(tmp_path)})
+    from_file = load_profile({"config": str(MODELS), "profile": "local"})
+    assert from_args == from_file
