@@ -63,15 +63,15 @@ def _cmd_make_tiny(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _classifier(config: str, profile: str):  # noqa: ANN202 - lazy import keeps `validate` fast
+def _classifier(examples: dict[str, list[str]]):  # noqa: ANN202 - lazy import keeps `validate` fast
     from serve_graph.router.classify import build_classifier
 
-    return build_classifier(load_config(config).resolve(profile).examples)
+    return build_classifier(examples)
 
 
 def _cmd_classify(ns: argparse.Namespace) -> int:
     """JSON lines in (`text` or `messages`), one JSON line out per input, same order."""
-    clf = _classifier(ns.config, ns.profile)
+    clf = _classifier(load_config(ns.config).resolve(ns.profile).examples)
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -96,7 +96,7 @@ def explain(prompt: str, config: str, profile: str, body: dict[str, Any] | None 
 
     prof = load_config(config).resolve(profile)
     data = {"model": "auto", "messages": [{"role": "user", "content": prompt}], **(body or {})}
-    classification = classify_request(_classifier(config, profile), "chat", data)
+    classification = classify_request(_classifier(prof.examples), "chat", data)
     plan = plan_request("chat", data, prof, classification, {m.id for m in prof.models})
     c, d, b = plan.classification, plan.decision, plan.budget
     return {

@@ -92,8 +92,6 @@ def parse_request(model: type[M], data: dict[str, Any]) -> M:
         raise APIError(400, str(err), param=param, code="invalid_value") from None
 
 
-
-
 def model_list(profile: ResolvedProfile) -> dict[str, Any]:
     """`/v1/models`: the catalog plus the routed pseudo-model `auto`."""
     created = int(time.time())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -127,6 +128,9 @@ async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield item
 
 
+_USAGE = re.compile(r'"usage":\s*\{')  # only the final usage chunk has a non-null usage object
+
+
 async def _sse(
     first: Any, rest: AsyncIterator[Any], plan: Plan, on_done: Callable[[dict[str, Any] | None], None]
 ) -> AsyncIterator[str]:
@@ -137,7 +141,7 @@ async def _sse(
     try:
         async for item in _prepend(first, rest):
             packet = sse_packet(item)
-            if '"usage":{' in packet.replace(" ", ""):
+            if _USAGE.search(packet):
                 packet, report = annotate_usage_packet(packet, plan)
             done = done or packet.rstrip().endswith("data: [DONE]")
             yield packet
@@ -306,7 +310,7 @@ class Router:
             tracing.set_attributes(root, {tracing.SG_THINKING_TRUNCATED: report.get("thinking_truncated")})
             call.end()
             root.end()
-            self._observe(plan, 200, started, ttft_s, report)
+            self._observe(plan, 200, started, None, report)  # TTFT is a streaming metric
             return JSONResponse(content=content, headers=out_headers)
         tracing.record_stream_chunk(call, first)
         inner = tracing.wrap_stream(call, stream, first_chunk_seen=True)
