@@ -10,10 +10,12 @@
 
 (`python bench/classifier.py ...` works too.)
 
-Training data is only ``serve_graph/data/prompts/{train,extra}.jsonl``. The evaluation sets
-``eval/dev.jsonl`` and ``eval/mt_bench.jsonl`` are never trained on. ``--cv`` is the signal used to
-tune hyper-parameters: it holds out folds of the hand-written realistic prompts, which look like
-real traffic, unlike the benchmark-template-heavy dev set.
+Training data is only ``serve_graph/data/prompts/{train,extra,extra2,extra3}.jsonl``. The evaluation
+sets in ``eval/`` are never trained on: ``dev.jsonl`` (in-distribution), ``mt_bench.jsonl`` (public
+benchmark), ``holdout_handwritten.jsonl`` and ``realistic_blind.jsonl`` (realistic traffic; the
+last written blind to every training file and to MT-Bench). ``--cv`` is the signal used to tune
+hyper-parameters: it holds out folds of the hand-written realistic prompts, which look like real
+traffic, unlike the benchmark-template-heavy dev set.
 
 Latency prompts are built from real text (dev passages and code, stitched together) up to a target
 length. Token counts use ~4 characters per token (English BPE average), so "2000 tokens" is an
@@ -41,7 +43,7 @@ import numpy as np
 from serve_graph.router import classify as C
 
 EVAL_DIR = C.DATA_DIR / "eval"
-EVAL_SETS = ("dev.jsonl", "mt_bench.jsonl")
+EVAL_SETS = ("dev.jsonl", "mt_bench.jsonl", "holdout_handwritten.jsonl", "realistic_blind.jsonl")
 CHARS_PER_TOKEN = 4
 LATENCY_TOKENS = (50, 500, 2000, 8000)
 
@@ -244,8 +246,9 @@ def train_time(repeats: int = 3) -> None:
 
 def cross_validate(k: int = 5) -> None:
     """k-fold CV over the hand-written prompts (the rest of the training data always in)."""
-    base = C._load_jsonl(C.DATA_DIR / "train.jsonl")
-    hand = C._load_jsonl(C.DATA_DIR / "extra.jsonl")
+    examples = C.default_examples()
+    base = [e for e in examples if e.source != C.HANDWRITTEN_SOURCE]
+    hand = [e for e in examples if e.source == C.HANDWRITTEN_SOURCE]
     rows_all: list[tuple[str, str]] = []
     preds: list[C.Classifier] = []
     recalls = []
@@ -258,7 +261,7 @@ def cross_validate(k: int = 5) -> None:
         rows_all += test
         preds.append(clf)
         print(f"fold {fold}: macro recall {report['macro_recall']:.3f}, macro F1 {report['macro_f1']:.3f}")
-    print(f"\n{k}-fold CV on extra.jsonl (n={len(hand)}): mean macro recall {statistics.fmean(recalls):.3f}")
+    print(f"\n{k}-fold CV on the hand-written prompts (n={len(hand)}): mean macro recall {statistics.fmean(recalls):.3f}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -267,7 +270,7 @@ def cross_validate(k: int = 5) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--retrain", action="store_true", help="retrain and write serve_graph/data/prompts/model.npz")
-    ap.add_argument("--eval", action="store_true", help="accuracy on eval/dev.jsonl and eval/mt_bench.jsonl")
+    ap.add_argument("--eval", action="store_true", help="accuracy on every set in eval/")
     ap.add_argument("--latency", action="store_true", help="p50/p99 latency by prompt length")
     ap.add_argument("--train-time", action="store_true", help="cold training time")
     ap.add_argument("--cv", action="store_true", help="5-fold CV over the hand-written prompts")
