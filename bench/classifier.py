@@ -43,7 +43,13 @@ import numpy as np
 from serve_graph.router import classify as C
 
 EVAL_DIR = C.DATA_DIR / "eval"
-EVAL_SETS = ("dev.jsonl", "mt_bench.jsonl", "holdout_handwritten.jsonl", "realistic_blind.jsonl")
+EVAL_SETS = (
+    "dev.jsonl",
+    "mt_bench.jsonl",
+    "holdout_handwritten.jsonl",
+    "realistic_blind.jsonl",
+    "realistic_blind2.jsonl",
+)
 CHARS_PER_TOKEN = 4
 LATENCY_TOKENS = (50, 500, 2000, 8000)
 
