@@ -10,7 +10,7 @@
 
 (`python bench/classifier.py ...` works too.)
 
-Training data is only ``serve_graph/data/prompts/{train,extra,extra2,extra3}.jsonl``. The evaluation
+Training data is only ``serve_graph/data/prompts/{train,extra,extra2,extra3,extra4}.jsonl``. The evaluation
 sets in ``eval/`` are never trained on: ``dev.jsonl`` (in-distribution), ``mt_bench.jsonl`` (public
 benchmark), ``holdout_handwritten.jsonl`` and ``realistic_blind.jsonl`` (realistic traffic; the
 last written blind to every training file and to MT-Bench). ``--cv`` is the signal used to tune

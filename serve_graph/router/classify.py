@@ -68,7 +68,13 @@ BUILTIN_CATEGORIES: tuple[str, ...] = (
 )
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "prompts"
-DEFAULT_TRAINING_FILES: tuple[str, ...] = ("train.jsonl", "extra.jsonl", "extra2.jsonl", "extra3.jsonl")
+DEFAULT_TRAINING_FILES: tuple[str, ...] = (
+    "train.jsonl",
+    "extra.jsonl",
+    "extra2.jsonl",
+    "extra3.jsonl",
+    "extra4.jsonl",
+)
 SHIPPED_MODEL = DATA_DIR / "model.npz"
 HANDWRITTEN_SOURCE = "serve_graph/handwritten"
 OPERATOR_SOURCE = "operator"

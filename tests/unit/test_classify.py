@@ -1,8 +1,8 @@
 """Prompt classifier: accuracy floors on held-out data, multi-turn, operator categories, odd input.
 
 Floors are a few points under the numbers measured with `python -m bench.classifier --eval`
-(macro recall at the time of writing: dev 0.953, mt_bench 0.767, holdout_handwritten 0.962,
-realistic_blind 0.931): stable, but a real regression (a broken feature, lost training data, a stale
+(macro recall at the time of writing: dev 0.952, mt_bench 0.750, holdout_handwritten 0.962,
+realistic_blind 0.926, realistic_blind2 0.914): stable, but a real regression (a broken feature, lost training data, a stale
 shipped model) fails them.
 """
 
@@ -28,8 +28,8 @@ MT_BENCH_MACRO_F1_FLOOR = 0.68
 HOLDOUT_MACRO_RECALL_FLOOR = 0.90
 BLIND_MACRO_RECALL_FLOOR = 0.89
 BLIND_MACRO_F1_FLOOR = 0.89
-BLIND2_MACRO_RECALL_FLOOR = 0.85
-BLIND2_MACRO_F1_FLOOR = 0.85
+BLIND2_MACRO_RECALL_FLOOR = 0.88
+BLIND2_MACRO_F1_FLOOR = 0.88
 NEAR_DUPLICATE_JACCARD = 0.6
 
 SQL_EXAMPLES = [
@@ -129,7 +129,7 @@ def test_realistic_blind_accuracy(clf: C.Classifier) -> None:
 
 
 def test_realistic_blind2_accuracy(clf: C.Classifier) -> None:
-    """The second blind set, written after the model was final (see data/prompts/README)."""
+    """The second blind set, whose prompts were never looked at (see data/prompts/README)."""
     recall, f1 = _macro(clf, load_examples(EVAL / "realistic_blind2.jsonl"))
     assert recall >= BLIND2_MACRO_RECALL_FLOOR, recall
     assert f1 >= BLIND2_MACRO_F1_FLOOR, f1
