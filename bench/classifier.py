@@ -10,10 +10,10 @@
 
 (`python bench/classifier.py ...` works too.)
 
-Training data is only ``serve_graph/data/prompts/{train,extra,extra2,extra3,extra4}.jsonl``. The evaluation
+Training data is only ``serve_graph/data/prompts/{train,extra*}.jsonl``. The evaluation
 sets in ``eval/`` are never trained on: ``dev.jsonl`` (in-distribution), ``mt_bench.jsonl`` (public
-benchmark), ``holdout_handwritten.jsonl`` and ``realistic_blind.jsonl`` (realistic traffic; the
-last written blind to every training file and to MT-Bench). ``--cv`` is the signal used to tune
+benchmark), ``holdout_handwritten.jsonl`` and ``realistic_blind*.jsonl`` (realistic prompts, the
+blind ones written without sight of any training file or MT-Bench; see data/prompts/README.md). ``--cv`` is the signal used to tune
 hyper-parameters: it holds out folds of the hand-written realistic prompts, which look like real
 traffic, unlike the benchmark-template-heavy dev set.
 
@@ -49,6 +49,7 @@ EVAL_SETS = (
     "holdout_handwritten.jsonl",
     "realistic_blind.jsonl",
     "realistic_blind2.jsonl",
+    "realistic_blind3.jsonl",
 )
 CHARS_PER_TOKEN = 4
 LATENCY_TOKENS = (50, 500, 2000, 8000)

@@ -74,6 +74,7 @@ DEFAULT_TRAINING_FILES: tuple[str, ...] = (
     "extra2.jsonl",
     "extra3.jsonl",
     "extra4.jsonl",
+    "extra5.jsonl",
 )
 SHIPPED_MODEL = DATA_DIR / "model.npz"
 HANDWRITTEN_SOURCE = "serve_graph/handwritten"

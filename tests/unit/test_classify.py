@@ -1,8 +1,8 @@
 """Prompt classifier: accuracy floors on held-out data, multi-turn, operator categories, odd input.
 
 Floors are a few points under the numbers measured with `python -m bench.classifier --eval`
-(macro recall at the time of writing: dev 0.952, mt_bench 0.750, holdout_handwritten 0.962,
-realistic_blind 0.926, realistic_blind2 0.914): stable, but a real regression (a broken feature, lost training data, a stale
+(macro recall at the time of writing: dev 0.949, mt_bench 0.750, holdout_handwritten 0.952,
+realistic_blind 0.948, realistic_blind2 0.919, realistic_blind3 0.895): stable, but a real regression (a broken feature, lost training data, a stale
 shipped model) fails them.
 """
 
@@ -25,8 +25,9 @@ MACRO_FLOORS: dict[str, tuple[float, float]] = {
     "dev.jsonl": (0.93, 0.93),
     "mt_bench.jsonl": (0.72, 0.68),
     "holdout_handwritten.jsonl": (0.90, 0.90),
-    "realistic_blind.jsonl": (0.89, 0.89),
+    "realistic_blind.jsonl": (0.91, 0.91),
     "realistic_blind2.jsonl": (0.88, 0.88),
+    "realistic_blind3.jsonl": (0.86, 0.86),
 }
 NEAR_DUPLICATE_JACCARD = 0.6
 
