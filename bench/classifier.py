@@ -10,12 +10,12 @@
 
 (`python bench/classifier.py ...` works too.)
 
-Training data is only ``serve_graph/data/prompts/{train,extra*}.jsonl``. The evaluation
-sets in ``eval/`` are never trained on: ``dev.jsonl`` (in-distribution), ``mt_bench.jsonl`` (public
+Training data is only ``serve_graph/data/prompts/{train,extra*}.jsonl``. Every set in ``eval/`` is
+evaluated and never trained on: ``dev.jsonl`` (in-distribution), ``mt_bench.jsonl`` (public
 benchmark), ``holdout_handwritten.jsonl`` and ``realistic_blind*.jsonl`` (realistic prompts, the
-blind ones written without sight of any training file or MT-Bench; see data/prompts/README.md). ``--cv`` is the signal used to tune
-hyper-parameters: it holds out folds of the hand-written realistic prompts, which look like real
-traffic, unlike the benchmark-template-heavy dev set.
+blind ones written without sight of any training file or MT-Bench; see data/prompts/README.md).
+``--cv`` is the signal used to tune hyper-parameters: it holds out folds of the hand-written
+realistic prompts, which look like real traffic, unlike the benchmark-template-heavy dev set.
 
 Latency prompts are built from real text (dev passages and code, stitched together) up to a target
 length. Token counts use ~4 characters per token (English BPE average), so "2000 tokens" is an
@@ -43,14 +43,7 @@ import numpy as np
 from serve_graph.router import classify as C
 
 EVAL_DIR = C.DATA_DIR / "eval"
-EVAL_SETS = (
-    "dev.jsonl",
-    "mt_bench.jsonl",
-    "holdout_handwritten.jsonl",
-    "realistic_blind.jsonl",
-    "realistic_blind2.jsonl",
-    "realistic_blind3.jsonl",
-)
+EVAL_SETS = tuple(sorted(p.name for p in EVAL_DIR.glob("*.jsonl")))  # a new set is evaluated as is
 CHARS_PER_TOKEN = 4
 LATENCY_TOKENS = (50, 500, 2000, 8000)
 
@@ -256,8 +249,6 @@ def cross_validate(k: int = 5) -> None:
     examples = C.default_examples()
     base = [e for e in examples if e.source != C.HANDWRITTEN_SOURCE]
     hand = [e for e in examples if e.source == C.HANDWRITTEN_SOURCE]
-    rows_all: list[tuple[str, str]] = []
-    preds: list[C.Classifier] = []
     recalls = []
     for fold in range(k):
         train = [e for i, e in enumerate(hand) if i % k != fold]
@@ -265,8 +256,6 @@ def cross_validate(k: int = 5) -> None:
         clf = C.Classifier(C.train_model(base + train))
         report = evaluate(clf, test)
         recalls.append(report["macro_recall"])
-        rows_all += test
-        preds.append(clf)
         print(f"fold {fold}: macro recall {report['macro_recall']:.3f}, macro F1 {report['macro_f1']:.3f}")
     print(f"\n{k}-fold CV on the hand-written prompts (n={len(hand)}): mean macro recall {statistics.fmean(recalls):.3f}")
 

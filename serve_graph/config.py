@@ -317,7 +317,7 @@ class ServeGraphConfig(_Strict):
             ),
             examples={c: r.examples for c, r in routes.categories.items() if r.examples},
             escalations={
-                c: EscalationRoute(
+                c: Escalation(
                     min_budget=r.escalate.min_budget,
                     candidates=expand(f"routes.categories.{c}.escalate", r.escalate),
                 )
@@ -349,13 +349,6 @@ def _expand(profile: str, where: str, route: Route | Escalation, models: list[Mo
     return out
 
 
-class EscalationRoute(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    min_budget: int
-    candidates: list[str]
-
-
 class ResolvedProfile(BaseModel):
     """What the app builder and the router consume: plain data, picklable to every replica."""
 
@@ -370,7 +363,7 @@ class ResolvedProfile(BaseModel):
     category_routes: dict[str, list[str]]
     vision_route: list[str]
     examples: dict[str, list[str]]
-    escalations: dict[str, EscalationRoute]
+    escalations: dict[str, Escalation]  # candidates expanded to model ids
     budgets: BudgetPolicy
     tracing: TracingSettings
 

@@ -34,15 +34,14 @@ def _ray(*args: str) -> int:
     return subprocess.run([str(Path(sys.executable).parent / "ray"), *args], check=False).returncode
 
 
-def _stop(proc: subprocess.Popen[bytes], started_ray: bool) -> int:
+def _stop(proc: subprocess.Popen[bytes]) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=GRACE_S)
         except subprocess.TimeoutExpired:
             pass
-    if started_ray:
-        _ray("stop")  # graceful, then forced after its own timeout
+    _ray("stop")  # the head main() started: graceful, then forced after its own timeout
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -62,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if _healthy(url):
         print(f"something already answers on {url}; stop it first", file=sys.stderr)
         return 1
-    started_ray = _ray("start", "--head", "--disable-usage-stats", "--include-dashboard=false") == 0
-    if not started_ray:
+    if _ray("start", "--head", "--disable-usage-stats", "--include-dashboard=false") != 0:
         print("could not start a local Ray head (is one running? `ray stop` ends it)", file=sys.stderr)
         return 1
     cmd = [str(Path(sys.executable).parent / "serve"), "run", "--address", "auto", "serve_graph.app:build_app",
@@ -82,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         while not _healthy(url):
             if stopping["now"] or proc.poll() is not None or time.monotonic() - t0 > ns.startup_timeout:
                 print("serve_graph did not come up", file=sys.stderr)
-                return _stop(proc, started_ray) or 1
+                return _stop(proc) or 1
             time.sleep(1)
         print(
             f"\nserve_graph READY in {time.monotonic() - t0:.0f}s at {url} (profile {ns.profile}). Try:\n"
@@ -96,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         while not stopping["now"] and proc.poll() is None:
             time.sleep(0.5)
     finally:
-        code = _stop(proc, started_ray)
+        code = _stop(proc)
         print("serve_graph stopped", flush=True)
     return 0 if stopping["now"] else code
 

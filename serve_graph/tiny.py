@@ -134,7 +134,7 @@ THINKING = replace(SMALL, name="qwen3-tiny-thinking", always_thinks=True)
 #: name -> spec, in a stable order.
 SPECS: dict[str, TinySpec] = {s.name: s for s in (SMALL, MEDIUM, MOE, THINKING)}
 
-#: The three model directory names that ``make_tiny_models`` writes under ``out_dir``.
+#: The model directory names that ``make_tiny_models`` writes under ``out_dir``.
 TINY_MODELS: tuple[str, ...] = tuple(SPECS)
 
 MAX_POSITION_EMBEDDINGS = 4096

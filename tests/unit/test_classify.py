@@ -2,8 +2,8 @@
 
 Floors are a few points under the numbers measured with `python -m bench.classifier --eval`
 (macro recall at the time of writing: dev 0.949, mt_bench 0.750, holdout_handwritten 0.952,
-realistic_blind 0.948, realistic_blind2 0.919, realistic_blind3 0.895): stable, but a real regression (a broken feature, lost training data, a stale
-shipped model) fails them.
+realistic_blind 0.948, realistic_blind2 0.919, realistic_blind3 0.895): stable, but a real
+regression (a broken feature, lost training data, a stale shipped model) fails them.
 """
 
 from __future__ import annotations
