@@ -6,16 +6,18 @@
     .venv/bin/python -m bench.classifier --latency      # p50/p99 by prompt length
     .venv/bin/python -m bench.classifier --train-time   # cold training time (what an operator's
                                                         # extra examples cost at start-up)
-    .venv/bin/python -m bench.classifier --cv           # 5-fold CV over the hand-written prompts
+    .venv/bin/python -m bench.classifier --cv           # CV over the hand-written prompts and
+                                                        # over the labeled real user prompts
 
 (`python bench/classifier.py ...` works too.)
 
-Training data is only ``serve_graph/data/prompts/{train,extra*}.jsonl``. Every set in ``eval/`` is
-evaluated and never trained on: ``dev.jsonl`` (in-distribution), ``mt_bench.jsonl`` (public
-benchmark), ``holdout_handwritten.jsonl`` and ``realistic_blind*.jsonl`` (realistic prompts, the
+Training data is only ``serve_graph/data/prompts/{train,extra*,oasst1_labeled}.jsonl``. Every set
+in ``eval/`` is evaluated and never trained on: ``dev.jsonl`` (in-distribution), ``mt_bench.jsonl``
+(public benchmark), ``oasst1_real.jsonl`` (real user prompts, labeled for serve_graph),
+``holdout_handwritten.jsonl`` and ``realistic_blind*.jsonl`` (hand-written realistic prompts, the
 blind ones written without sight of any training file or MT-Bench; see data/prompts/README.md).
-``--cv`` is the signal used to tune hyper-parameters: it holds out folds of the hand-written
-realistic prompts, which look like real traffic, unlike the benchmark-template-heavy dev set.
+``--cv`` is the signal used to tune hyper-parameters: it holds out folds of the hand-written and of
+the labeled real prompts, which look like real traffic, unlike the benchmark-template-heavy dev set.
 
 Latency prompts are built from real text (dev passages and code, stitched together) up to a target
 length. Token counts use ~4 characters per token (English BPE average), so "2000 tokens" is an
@@ -245,19 +247,42 @@ def train_time(repeats: int = 3) -> None:
 
 
 def cross_validate(k: int = 5) -> None:
-    """k-fold CV over the hand-written prompts (the rest of the training data always in)."""
+    """Two held-out estimates for realistic prompts, the rest of the training data always in.
+
+    * k-fold CV over the hand-written prompts;
+    * leave-one-labeler-out over the labeled real user prompts (oasst1): each fold is the prompts
+      one labeler labeled, so a labeler's habits are never both trained on and scored.
+    """
     examples = C.default_examples()
-    base = [e for e in examples if e.source != C.HANDWRITTEN_SOURCE]
     hand = [e for e in examples if e.source == C.HANDWRITTEN_SOURCE]
-    recalls = []
-    for fold in range(k):
-        train = [e for i, e in enumerate(hand) if i % k != fold]
-        test = [(e.text, e.label) for i, e in enumerate(hand) if i % k == fold]
-        clf = C.Classifier(C.train_model(base + train))
-        report = evaluate(clf, test)
+    folds = [[e for i, e in enumerate(hand) if i % k == fold] for fold in range(k)]
+    _cv_report(f"{k}-fold CV on the hand-written prompts", examples, folds)
+    labelers = _labelers(C.DATA_DIR / "oasst1_labeled.jsonl")
+    real = [e for e in examples if e.source == C.LABELED_REAL_SOURCE]
+    assert len(real) == len(labelers), "oasst1_labeled.jsonl rows and labeled real examples differ"
+    by_labeler = [[e for e, who in zip(real, labelers) if who == name] for name in sorted(set(labelers))]
+    _cv_report("leave-one-labeler-out CV on the labeled real prompts", examples, by_labeler)
+
+
+def _labelers(path: Path) -> list[str]:
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line)["labeler"] for line in fh if line.strip()]
+
+
+def _cv_report(title: str, examples: Sequence[C._Example], folds: Sequence[Sequence[C._Example]]) -> None:
+    recalls, accuracies = [], []
+    for i, test in enumerate(folds):
+        held = {id(e) for e in test}
+        clf = C.Classifier(C.train_model([e for e in examples if id(e) not in held]))
+        report = evaluate(clf, [(e.text, e.label) for e in test])
         recalls.append(report["macro_recall"])
-        print(f"fold {fold}: macro recall {report['macro_recall']:.3f}, macro F1 {report['macro_f1']:.3f}")
-    print(f"\n{k}-fold CV on the hand-written prompts (n={len(hand)}): mean macro recall {statistics.fmean(recalls):.3f}")
+        accuracies.append(report["accuracy"])
+        print(f"fold {i}: n={len(test)} macro recall {report['macro_recall']:.3f}, accuracy {report['accuracy']:.3f}")
+    n = sum(len(f) for f in folds)
+    print(
+        f"\n{title} (n={n}): mean macro recall {statistics.fmean(recalls):.3f}, "
+        f"mean accuracy {statistics.fmean(accuracies):.3f}\n"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -269,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--eval", action="store_true", help="accuracy on every set in eval/")
     ap.add_argument("--latency", action="store_true", help="p50/p99 latency by prompt length")
     ap.add_argument("--train-time", action="store_true", help="cold training time")
-    ap.add_argument("--cv", action="store_true", help="5-fold CV over the hand-written prompts")
+    ap.add_argument("--cv", action="store_true", help="CV over the hand-written and the labeled real prompts")
     ap.add_argument("--extra-eval", type=Path, action="append", default=[], help="another labeled jsonl to evaluate")
     ap.add_argument("--json", type=Path, help="also write the numbers as JSON here")
     ns = ap.parse_args(argv)

@@ -75,9 +75,12 @@ DEFAULT_TRAINING_FILES: tuple[str, ...] = (
     "extra3.jsonl",
     "extra4.jsonl",
     "extra5.jsonl",
+    "oasst1_labeled.jsonl",
 )
 SHIPPED_MODEL = DATA_DIR / "model.npz"
 HANDWRITTEN_SOURCE = "serve_graph/handwritten"
+# Real user prompts (OpenAssistant oasst1 train split) labeled for serve_graph: see the data README.
+LABELED_REAL_SOURCE = "oasst1/train-labeled"
 OPERATOR_SOURCE = "operator"
 
 # Any edit to this module changes the fingerprint of every model (shipped, cached), so a model is
@@ -333,6 +336,7 @@ class TrainConfig:
     min_df: int = 2  # features seen in fewer documents are dropped (except operator examples)
     source_cap: float = 120.0  # a source contributes at most this many examples' worth of weight
     handwritten_weight: float = 5.0
+    real_prompt_weight: float = 5.0  # labeled real user prompts (LABELED_REAL_SOURCE)
     operator_weight: float = 4.0  # on top of class balancing (see _sample_weights)
     max_class_boost: float = 1000.0  # per-example cap on the up-weighting that balances classes
     temperature: float = 1.0  # softmax temperature applied at inference
@@ -532,6 +536,8 @@ def _sample_weights(
             w[i] = 1.0  # scaled by operator_weight after the class balancing
         elif ex.source == HANDWRITTEN_SOURCE:
             w[i] = cfg.handwritten_weight
+        elif ex.source == LABELED_REAL_SOURCE:
+            w[i] = cfg.real_prompt_weight
         else:
             w[i] = min(1.0, cfg.source_cap / per_source[_source_group(ex.source)])
     if discount is not None:
