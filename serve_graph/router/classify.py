@@ -215,19 +215,40 @@ _LEXICON_SOURCE: dict[str, str] = {
 }
 
 
-def _build_lexicon(source: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
-    """Map each (tokenised) entry to the group features it fires; entries may sit in several groups."""
+LEXICON_DIR = Path(__file__).resolve().parent.parent / "data" / "lexicon"
+# Larger word groups kept as data files (term lists, one per line): group name -> file.
+LEXICON_FILES: dict[str, str] = {"tech": "tech.txt", "math_concept": "math.txt"}
+
+
+def _lexicon_groups() -> dict[str, tuple[str, ...]]:
+    """Every word group: the inline ones above plus the term lists in ``data/lexicon/``."""
+    groups = {name: tuple(words.split()) for name, words in _LEXICON_SOURCE.items()}
+    for name, filename in LEXICON_FILES.items():
+        lines = (LEXICON_DIR / filename).read_text(encoding="utf-8").splitlines()
+        groups[name] = tuple(t.strip() for t in lines if t.strip() and not t.lstrip().startswith("#"))
+    return groups
+
+
+def _build_lexicon(groups: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
+    """Map each (tokenised) entry to the group features it fires; entries may sit in several groups.
+
+    An entry that tokenises to more than two tokens ("react.js") could never match (only words and
+    bigrams are looked up), so it is skipped.
+    """
     lexicon: dict[str, tuple[str, ...]] = {}
-    for group, words in source.items():
-        for word in words.split():
-            toks = _TOKEN_RE.findall(word.lower())
+    for group, entries in groups.items():
+        for entry in entries:
+            toks = _TOKEN_RE.findall(entry.lower())
+            if not 1 <= len(toks) <= 2 and group in LEXICON_FILES:
+                continue
             key = " ".join(toks[:2])
             if key and "@" + group not in lexicon.get(key, ()):
                 lexicon[key] = lexicon.get(key, ()) + ("@" + group,)
     return lexicon
 
 
-_LEXICON = _build_lexicon(_LEXICON_SOURCE)
+_LEXICON_GROUPS = _lexicon_groups()
+_LEXICON = _build_lexicon(_LEXICON_GROUPS)
 _LEXICON_KEYS = frozenset(_LEXICON)
 
 
@@ -878,7 +899,7 @@ def _fingerprint(
     h = hashlib.sha256()
     h.update(_CODE_HASH.encode())
     h.update(repr((cfg, HEAD_CHARS, TAIL_CHARS, LAST_LINE_CHARS, STEM_CHARS)).encode())
-    h.update(json.dumps(_LEXICON_SOURCE, sort_keys=True).encode())
+    h.update(json.dumps(_LEXICON_GROUPS, sort_keys=True).encode())
     for path in files:
         h.update(path.name.encode())
         h.update(hashlib.sha256(path.read_bytes()).digest())

@@ -163,6 +163,15 @@ def test_no_near_duplicates_of_realistic_eval_prompts_in_training() -> None:
             assert best < NEAR_DUPLICATE_JACCARD, (name, text[:80], best)
 
 
+def test_lexicon_files_feed_word_groups() -> None:
+    """Terms in data/lexicon/ fire their group feature, one- and two-word ones; comments do not."""
+    assert "@tech" in C.extract_features("What is LuaJIT?")
+    assert "@tech" in C.extract_features("how do I rotate a public key")
+    assert "@math_concept" in C.extract_features("What is a bijective mapping?")
+    assert "@tech" not in C.extract_features("Any tips for sleeping better when it's hot?")
+    assert not any(t.startswith("#") for terms in C._LEXICON_GROUPS.values() for t in terms)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
