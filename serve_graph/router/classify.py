@@ -354,7 +354,10 @@ class TrainConfig:
 
     l2: float = 1e-5  # L2 penalty per unit of (normalised) sample weight
     max_iter: int = 40  # accuracy is flat from ~30 L-BFGS iterations on; time is not
-    min_df: int = 2  # features seen in fewer documents are dropped (except operator examples)
+    # Features seen in fewer documents are dropped (except operator examples). 3 rather than 2: CV
+    # is the same (within 0.4 points) and the vocabulary 50k instead of 82k features, which makes
+    # the per-feature lookups ~30 % faster (fewer cache misses), bench.classifier --latency.
+    min_df: int = 3
     source_cap: float = 120.0  # a source contributes at most this many examples' worth of weight
     handwritten_weight: float = 5.0
     real_prompt_weight: float = 5.0  # labeled real user prompts (LABELED_REAL_SOURCE)

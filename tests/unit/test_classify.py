@@ -1,9 +1,9 @@
 """Prompt classifier: accuracy floors on held-out data, multi-turn, operator categories, odd input.
 
 Floors are a few points under the numbers measured with `python -m bench.classifier --eval`
-(macro recall at the time of writing: dev 0.941, mt_bench 0.758, oasst1_real 0.644 (accuracy
-0.849), holdout_handwritten 0.962, realistic_blind 0.939, realistic_blind2 0.924,
-realistic_blind3 0.905): stable, but a real regression (a broken feature, lost training data, a
+(macro recall at the time of writing: dev 0.939, mt_bench 0.783, oasst1_real 0.635 (accuracy
+0.849), holdout_handwritten 0.952, realistic_blind 0.935, realistic_blind2 0.924,
+realistic_blind3 0.890): stable, but a real regression (a broken feature, lost training data, a
 stale shipped model) fails them. The dev floor is the issue's target (92 %).
 """
 
