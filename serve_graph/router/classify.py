@@ -232,14 +232,16 @@ def _lexicon_groups() -> dict[str, tuple[str, ...]]:
 def _build_lexicon(groups: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
     """Map each (tokenised) entry to the group features it fires; entries may sit in several groups.
 
-    An entry that tokenises to more than two tokens ("react.js") could never match (only words and
-    bigrams are looked up), so it is skipped.
+    Only words and bigrams are looked up, so an entry is keyed by its first two tokens, digits
+    normalised as in ``_tokens`` ("c++" by "c +", "esp32" by "esp 00"). An entry of several words
+    that tokenises to more than two tokens is skipped: "two-factor authentication" keyed by "two -"
+    would fire on unrelated text.
     """
     lexicon: dict[str, tuple[str, ...]] = {}
     for group, entries in groups.items():
         for entry in entries:
-            toks = _TOKEN_RE.findall(entry.lower())
-            if not 1 <= len(toks) <= 2 and group in LEXICON_FILES:
+            toks = _TOKEN_RE.findall(_DIGIT_RE.sub("0", entry.lower()))
+            if len(toks) > 2 and len(entry.split()) > 1:
                 continue
             key = " ".join(toks[:2])
             if key and "@" + group not in lexicon.get(key, ()):
