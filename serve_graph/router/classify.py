@@ -9,20 +9,22 @@ Design (and why):
   800-character one does. Tokens: lower-cased words (digits folded to ``0``), single punctuation
   marks (code and math syntax), single CJK/kana/hangul characters (no spaces in those scripts), word
   bigrams, word prefixes (crude stems), the first words of the prompt and of its last line (where
-  instructions live), word *groups* from a small lexicon (so "kotlin" or "übersetze" borrow the
-  weight of their group), and shape features computed over the whole text with C-level ``str``
-  methods (length, lines, code fences, writing systems).
+  instructions live), word *groups* from a lexicon (inline groups plus the term lists in
+  ``data/lexicon/``, so "kotlin", "luajit" or "übersetze" borrow the weight of their group), and
+  shape features computed over the whole text with C-level ``str`` methods (length, lines, code
+  fences, writing systems).
 * **Model**: multinomial logistic regression, trained by a small numpy L-BFGS on a CSR-style matrix
   (no scipy/sklearn). Inference is a dict lookup per feature, one gather-and-sum over the weight
-  rows and a softmax: pure Python + numpy, ~0.2-0.5 ms on this 2-core machine. The softmax
+  rows and a softmax: pure Python + numpy, ~0.2-0.6 ms on this 2-core machine. The softmax
   probability of the top class is the confidence (calibration measured in bench/classifier.py).
 * **Data**: ``serve_graph/data/prompts/train.jsonl`` (public benchmarks and hand-labeled prompts) +
-  ``extra*.jsonl`` (hand-written realistic prompts) + the operator's ``extra_examples``. Benchmark
-  templates dominate ``train.jsonl`` (BBH, FOLIO, CommonGen, P3) and a model fitted to them learns
-  templates, not tasks; so each source's total weight is capped, classes are balanced and
-  hand-written and operator examples weigh more. Evaluation data (``eval/``) is never trained on.
+  ``extra*.jsonl`` (hand-written realistic prompts) + ``oasst1_labeled.jsonl`` (real user prompts,
+  labeled) + the operator's ``extra_examples``. Benchmark templates dominate ``train.jsonl`` (BBH,
+  FOLIO, CommonGen, P3) and a model fitted to them learns templates, not tasks; so each source's
+  total weight is capped, classes are balanced and hand-written, real and operator examples weigh
+  more. Evaluation data (``eval/``) is never trained on.
 * **Start-up**: the default model is shipped (``model.npz``, loaded in ~0.1 s). With operator
-  examples the model is trained at start-up (~4-5 s CPU on 2 cores) and cached on disk; every model
+  examples the model is trained at start-up (~7 s CPU on 2 cores) and cached on disk; every model
   carries a fingerprint of the data, hyper-parameters and this module's code, and is only used when
   it matches, so nothing stale is ever served and no manual retraining step exists.
 * **Operator categories**: new names become categories; examples for an existing one sharpen it.
@@ -357,7 +359,7 @@ class TrainConfig:
     l2: float = 1e-5  # L2 penalty per unit of (normalised) sample weight
     max_iter: int = 40  # accuracy is flat from ~30 L-BFGS iterations on; time is not
     # Features seen in fewer documents are dropped (except operator examples). 3 rather than 2: CV
-    # is the same (within 0.4 points) and the vocabulary 50k instead of 82k features, which makes
+    # is the same (within 0.4 points) and the vocabulary ~50k instead of ~80k features, which makes
     # the per-feature lookups ~30 % faster (fewer cache misses), bench.classifier --latency.
     min_df: int = 3
     source_cap: float = 120.0  # a source contributes at most this many examples' worth of weight
@@ -876,7 +878,7 @@ def _default_files(data_dir: Path = DATA_DIR) -> list[Path]:
 
 
 def default_examples(data_dir: Path = DATA_DIR) -> list[_Example]:
-    """The shipped training set: train.jsonl (public sources) + extra*.jsonl (hand-written)."""
+    """The shipped training set: ``DEFAULT_TRAINING_FILES`` (public sources, hand-written, real)."""
     return [ex for path in _default_files(data_dir) for ex in _load_jsonl(path)]
 
 
