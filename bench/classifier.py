@@ -60,8 +60,11 @@ def evaluate(clf: C.Classifier, rows: Sequence[tuple[str, str]]) -> dict:
     labels = [c for c in clf.categories if any(lab == c for _, lab in rows)]
     predicted_set = list(clf.categories)
     confusion = {t: {p: 0 for p in predicted_set} for t in labels}
+    scored: list[tuple[float, bool]] = []  # (confidence, correct) for the threshold trade-off
     for text, label in rows:
-        confusion[label][clf.classify_text(text).category] += 1
+        result = clf.classify_text(text)
+        confusion[label][result.category] += 1
+        scored.append((result.confidence, result.category == label))
     per_class = {}
     for c in labels:
         tp = confusion[c][c]
@@ -80,7 +83,24 @@ def evaluate(clf: C.Classifier, rows: Sequence[tuple[str, str]]) -> dict:
         "accuracy": sum(confusion[c][c] for c in labels) / len(rows),
         "confusion": confusion,
         "n": len(rows),
+        "thresholds": _threshold_tradeoff(scored),
     }
+
+
+THRESHOLDS = (0.4, 0.5, 0.6, 0.7)
+
+
+def _threshold_tradeoff(scored: Sequence[tuple[float, bool]]) -> dict[float, dict[str, float]]:
+    """Per confidence threshold: the share of prompts routed by category, and their accuracy.
+
+    Below ``routes.confidence_threshold`` a request takes the default route, so an operator trades
+    coverage for accuracy; these are the numbers to choose it by.
+    """
+    out = {}
+    for t in THRESHOLDS:
+        kept = [ok for conf, ok in scored if conf >= t]
+        out[t] = {"routed": len(kept) / len(scored), "accuracy": sum(kept) / len(kept) if kept else 0.0}
+    return out
 
 
 def print_report(name: str, report: dict) -> None:
@@ -88,6 +108,11 @@ def print_report(name: str, report: dict) -> None:
     print(
         f"macro recall **{report['macro_recall']:.3f}**, macro F1 **{report['macro_f1']:.3f}**, "
         f"accuracy {report['accuracy']:.3f}\n"
+    )
+    print(
+        "routed by category (confidence >= threshold) and their accuracy: "
+        + ", ".join(f"{t}: {v['routed']:.0%} at {v['accuracy']:.3f}" for t, v in report["thresholds"].items())
+        + "\n"
     )
     print("| class | precision | recall | F1 | support |")
     print("|---|---|---|---|---|")
@@ -307,7 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in paths:
             report = evaluate(clf, C.load_examples(path))
             print_report(path.name, report)
-            out[path.name] = {k: report[k] for k in ("macro_recall", "macro_f1", "accuracy", "per_class", "confusion")}
+            out[path.name] = {
+                k: report[k] for k in ("macro_recall", "macro_f1", "accuracy", "per_class", "confusion", "thresholds")
+            }
     if ns.latency:
         results = measure_latency(clf)
         print_latency(results)
