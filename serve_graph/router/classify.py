@@ -353,8 +353,9 @@ def message_text(message: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters, chosen by 5-fold CV over the hand-written prompts (bench/classifier.py --cv):
-    those look like real traffic, unlike the benchmark-heavy dev set."""
+    """Hyper-parameters, chosen by CV over the hand-written prompts and, since they exist, over the
+    labeled real prompts (leave one labeler out; bench/classifier.py --cv): those look like real
+    traffic, unlike the benchmark-heavy dev set."""
 
     l2: float = 1e-5  # L2 penalty per unit of (normalised) sample weight
     # L-BFGS iterations. 40 was flat on the hand-written CV before the real prompts; with them,
