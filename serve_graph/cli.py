@@ -64,7 +64,7 @@ def _cmd_make_tiny(ns: argparse.Namespace) -> int:
 
 
 def _classifier(examples: dict[str, list[str]]):  # noqa: ANN202 - lazy import keeps `validate` fast
-    from serve_graph.router.classify import build_classifier
+    from serve_graph.classifier import build_classifier
 
     return build_classifier(examples)
 

@@ -1,15 +1,20 @@
 """Prompt classifier: accuracy floors on held-out data, multi-turn, operator categories, odd input.
 
-Floors are a few points under the numbers measured with `python -m bench.classifier --eval`
+Floors are a few points under the numbers measured with `python -m serve_graph.classifier eval`
 (macro recall at the time of writing: dev 0.952, mt_bench 0.783, oasst1_real 0.678 (accuracy
 0.877; 95 % routed at the default threshold, with 0.902 accuracy), holdout_handwritten 0.933,
 realistic_blind 0.957, realistic_blind2 0.895, realistic_blind3 0.886): stable, but a real
 regression (a broken feature, lost training data, a stale shipped model) fails them. The dev floor
 is the issue's target (92 %).
+
+The third-party sets (dev, mt_bench, oasst1_real and the training corpus) live outside the repo
+(``../shared/data/prompts/``): tests that need them skip, saying so, on a clone without them, and
+fail instead of skipping under CI (``CI=true``), which has them.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections import Counter
@@ -18,13 +23,37 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import serve_graph.classifier as C
+import serve_graph.classifier.build as build_module
+from serve_graph.classifier import data as D
+from serve_graph.classifier.__main__ import SAMPLE_OPERATOR_EXAMPLES
+from serve_graph.classifier.build import load_shipped, shipped_fingerprint
+from serve_graph.classifier.features import LEXICON_GROUPS
+from serve_graph.classifier.store import load_model
 from serve_graph.config import Routes
-from serve_graph.router import classify as C
-from serve_graph.router.classify import BUILTIN_CATEGORIES, Classification, build_classifier, load_examples
+from serve_graph.classifier import BUILTIN_CATEGORIES, Classification, build_classifier, load_examples
 
-EVAL = C.DATA_DIR / "eval"
+DATA = D.data_dir()
+HAVE_DATA = D.has_third_party_data(DATA)
+if not HAVE_DATA and os.environ.get("CI", "").lower() == "true":
+    raise RuntimeError(f"CI must have the third-party prompt sets in {DATA} (../shared/data/prompts)")
+needs_data = pytest.mark.skipif(
+    not HAVE_DATA, reason=f"third-party prompt sets not found in {DATA} (they are not part of the repo)"
+)
 
-# measured (bench/classifier.py --eval): see the module docstring. (macro recall, macro F1) floors.
+
+def eval_path(name: str) -> Path:
+    """An evaluation set by name: shipped (hand-written) or third-party."""
+    shipped = D.SHIPPED_EVAL_DIR / name
+    return shipped if shipped.exists() else DATA / name
+
+
+def _param(name: str) -> object:
+    """A set name as a test parameter, skipped when it is third-party and absent."""
+    return pytest.param(name, marks=needs_data) if name in D.THIRD_PARTY_EVAL_FILES else name
+
+
+# measured (`python -m serve_graph.classifier eval`): see the module docstring. (macro recall, macro F1).
 MACRO_FLOORS: dict[str, tuple[float, float]] = {
     "dev.jsonl": (0.92, 0.92),
     "mt_bench.jsonl": (0.71, 0.68),
@@ -40,25 +69,9 @@ ACCURACY_FLOORS: dict[str, float] = {"oasst1_real.jsonl": 0.85}
 ROUTED_FLOOR = (0.90, 0.88)
 NEAR_DUPLICATE_JACCARD = 0.6
 
-SQL_EXAMPLES = [
-    "SELECT c.name, SUM(o.total) FROM customers c JOIN orders o ON o.customer_id = c.id GROUP BY c.name",
-    "write a SQL query to find duplicate emails in the users table",
-    "How do I use a LEFT JOIN to include customers that have no orders?",
-    "Optimize this query: SELECT * FROM events WHERE user_id IN (SELECT id FROM users WHERE country = 'FR')",
-    "Create a table for invoices with a foreign key to clients",
-    "what's the difference between INNER JOIN and OUTER JOIN in SQL",
-    "Write a query that returns the second highest salary from the employees table",
-    "Group sales by month and region and show the total, in SQL",
-]
-# Sharpening an existing category: "what does <foreign phrase> mean" is a translation request.
-MEANING_EXAMPLES = [
-    "what does 'c'est la vie' mean",
-    "What does 'dolce vita' mean?",
-    "meaning of 'wabi-sabi' in English",
-    "what does 'que sera sera' mean",
-    "What does 'hygge' mean in English?",
-    "what does 'saudade' mean",
-]
+# A new category (sql) and a sharpened builtin one ("what does <foreign phrase> mean" is translation).
+SQL_EXAMPLES = SAMPLE_OPERATOR_EXAMPLES["sql"]
+MEANING_EXAMPLES = SAMPLE_OPERATOR_EXAMPLES["translation"]
 
 
 def _user(text: object) -> dict:
@@ -97,7 +110,7 @@ def custom_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def custom(custom_cache: Path) -> C.Classifier:
-    """A new category and a sharpened one, trained from scratch into an empty cache (~10 s)."""
+    """A new category and a sharpened one: the shipped model adapted at start-up (~1-2 s), cached."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SERVE_GRAPH_CACHE_DIR", str(custom_cache))
         return build_classifier({"sql": SQL_EXAMPLES, "translation": MEANING_EXAMPLES})
@@ -106,47 +119,75 @@ def custom(custom_cache: Path) -> C.Classifier:
 # -- accuracy on held-out data ---------------------------------------------------------------------
 
 
-def test_shipped_model_matches_shipped_data() -> None:
-    """model.npz must be retrained (`python -m bench.classifier --retrain`) when data or code change."""
-    assert C.SHIPPED_MODEL.exists()
-    assert C._load_model(C.SHIPPED_MODEL, C.default_fingerprint()) is not None
+def test_shipped_model_is_in_the_current_feature_space() -> None:
+    """Start-up refuses a model trained with other features; this keeps that from ever shipping."""
+    assert load_model(D.SHIPPED_MODEL) is not None
+    assert load_shipped().categories == BUILTIN_CATEGORIES
+
+
+@needs_data
+def test_shipped_model_matches_the_training_data() -> None:
+    """model.npz must be retrained (`python -m serve_graph.classifier train`) when the data, the
+    features or the training recipe change."""
+    assert load_shipped().meta["fingerprint"] == shipped_fingerprint(DATA)
 
 
 def test_every_eval_set_has_a_floor() -> None:
-    assert set(MACRO_FLOORS) == {p.name for p in EVAL.glob("*.jsonl")}
+    shipped = {p.name for p in D.SHIPPED_EVAL_DIR.glob("*.jsonl")}
+    assert set(MACRO_FLOORS) == shipped | set(D.THIRD_PARTY_EVAL_FILES)
 
 
-@pytest.mark.parametrize("name", list(MACRO_FLOORS))
+def test_no_third_party_text_in_the_package() -> None:
+    """Only hand-written prompt files ship: every row of every shipped jsonl is our own."""
+    shipped = sorted(D.PACKAGE_DATA.rglob("*.jsonl"))
+    assert shipped
+    for path in shipped:
+        sources = {ex.source for ex in D.load_jsonl(path)}
+        assert all(src.startswith("serve_graph/") for src in sources), (path.name, sources)
+    assert not {p.name for p in shipped} & {*D.THIRD_PARTY_EVAL_FILES, *D.training_file_names()}
+
+
+@pytest.mark.parametrize("name", [_param(n) for n in MACRO_FLOORS])
 def test_macro_accuracy_on_held_out_sets(clf: C.Classifier, name: str) -> None:
-    """Every evaluation set in eval/ (provenance of each in data/prompts/README) above its floor."""
+    """Every evaluation set (provenance of each in data/prompts/README) above its floor."""
     recall_floor, f1_floor = MACRO_FLOORS[name]
-    recall, f1 = _macro(clf, load_examples(EVAL / name))
+    recall, f1 = _macro(clf, load_examples(eval_path(name)))
     assert recall >= recall_floor, (name, recall)
     assert f1 >= f1_floor, (name, f1)
 
 
-@pytest.mark.parametrize("name", list(ACCURACY_FLOORS))
+@pytest.mark.parametrize("name", [_param(n) for n in ACCURACY_FLOORS])
 def test_accuracy_on_real_traffic_mix(clf: C.Classifier, name: str) -> None:
-    rows = load_examples(EVAL / name)
+    rows = load_examples(eval_path(name))
     accuracy = sum(clf.classify_text(text).category == label for text, label in rows) / len(rows)
     assert accuracy >= ACCURACY_FLOORS[name], (name, accuracy)
 
 
+@needs_data
 def test_confident_decisions_on_real_traffic(clf: C.Classifier) -> None:
     """At the default ``routes.confidence_threshold`` most real prompts are routed by category, and
     those are right more often than all prompts are: the threshold is what buys that accuracy."""
     threshold = Routes.model_fields["confidence_threshold"].default
-    results = [(clf.classify_text(text), label) for text, label in load_examples(EVAL / "oasst1_real.jsonl")]
+    results = [(clf.classify_text(text), label) for text, label in load_examples(eval_path("oasst1_real.jsonl"))]
     routed = [r.category == label for r, label in results if r.confidence >= threshold]
     share, accuracy = len(routed) / len(results), sum(routed) / len(routed)
     assert share >= ROUTED_FLOOR[0], share
     assert accuracy >= ROUTED_FLOOR[1], accuracy
 
 
+def _training_files() -> list[Path]:
+    """Every training file present: the third-party ones only where they are."""
+    return D.training_files(DATA) if HAVE_DATA else D.handwritten_files()
+
+
+def _eval_names() -> list[str]:
+    return [n for n in MACRO_FLOORS if eval_path(n).exists()]
+
+
 def test_eval_sets_are_not_in_training_data() -> None:
-    train = {" ".join(t.lower().split()) for path in C._default_files() for t, _ in load_examples(path)}
-    for name in MACRO_FLOORS:
-        overlap = [t for t, _ in load_examples(EVAL / name) if " ".join(t.lower().split()) in train]
+    train = {" ".join(t.lower().split()) for path in _training_files() for t, _ in load_examples(path)}
+    for name in _eval_names():
+        overlap = [t for t, _ in load_examples(eval_path(name)) if " ".join(t.lower().split()) in train]
         assert not overlap, (name, overlap[:3])
 
 
@@ -163,15 +204,15 @@ def test_no_near_duplicates_of_realistic_eval_prompts_in_training() -> None:
     """
     curated = [
         _word_set(ex.text)
-        for ex in C.default_examples()
-        if ex.source in (C.HANDWRITTEN_SOURCE, C.LABELED_REAL_SOURCE)
+        for ex in D.load_files(_training_files())
+        if ex.source in (D.HANDWRITTEN_SOURCE, D.LABELED_REAL_SOURCE)
     ]
     by_word: dict[str, list[int]] = {}
     for i, words in enumerate(curated):
         for w in words:
             by_word.setdefault(w, []).append(i)
-    for name in [n for n in MACRO_FLOORS if n != "dev.jsonl"]:  # dev: split by the dataset's groups
-        for text, _ in load_examples(EVAL / name):
+    for name in [n for n in _eval_names() if n != "dev.jsonl"]:  # dev: split by the dataset's groups
+        for text, _ in load_examples(eval_path(name)):
             words = _word_set(text)
             shared = Counter(i for w in words for i in by_word.get(w, ()))
             best = max((n / len(words | curated[i]) for i, n in shared.items()), default=0.0)
@@ -185,7 +226,8 @@ def test_lexicon_files_feed_word_groups() -> None:
     assert "@tech" in C.extract_features("my ESP32 keeps rebooting")  # digits normalised alike
     assert "@math_concept" in C.extract_features("What is a bijective mapping?")
     assert "@tech" not in C.extract_features("Any tips for sleeping better when it's hot?")
-    assert not any(t.startswith("#") for terms in C._LEXICON_GROUPS.values() for t in terms)
+    assert not any(t.startswith("#") for terms in LEXICON_GROUPS.values() for t in terms)
+    assert {"prog_lang", "translate_verb", "tech", "math_concept"} <= set(LEXICON_GROUPS)
 
 
 @pytest.mark.parametrize(
@@ -310,13 +352,6 @@ def test_list_content_text_parts_are_used_and_images_ignored(clf: C.Classifier) 
     assert r.scores == pytest.approx(clf.classify_text(parts[0]["text"]).scores)
 
 
-def test_message_text() -> None:
-    assert C.message_text({"content": "a"}) == "a"
-    assert C.message_text({"content": [{"type": "text", "text": "a"}, IMAGE, {"type": "text", "text": "b"}]}) == "a\nb"
-    assert C.message_text({"content": None}) == ""
-    assert C.message_text("not a mapping") == ""  # type: ignore[arg-type]
-
-
 # -- operator categories ---------------------------------------------------------------------------
 
 
@@ -336,12 +371,15 @@ def test_new_category_does_not_steal_other_prompts(clf: C.Classifier, custom: C.
         "What is the integral of x^2 from 0 to 3?",
     ]:
         assert custom.classify_text(text).category == clf.classify_text(text).category, text
-    rows = load_examples(EVAL / "dev.jsonl")[::4]
-    # Retraining with operator examples moves a handful of borderline prompts either way (7 of
-    # 475 here, none of them to sql); what must not happen is the new category taking many.
-    to_sql = [t for t, _ in rows if custom.classify_text(t).category == "sql"]
-    assert len(to_sql) <= len(rows) // 100, to_sql[:5]
-    assert _macro(custom, rows)[0] >= _macro(clf, rows)[0] - 0.02
+    # On every evaluation set present: at most 1 % of the prompts go to the new category, and the
+    # prompts that do not are classified as before within 0.5 points of accuracy.
+    for name in _eval_names():
+        rows = load_examples(eval_path(name))
+        rest = [(t, label) for t, label in rows if custom.classify_text(t).category != "sql"]
+        assert len(rows) - len(rest) <= max(2, len(rows) // 100), name
+        before = sum(clf.classify_text(t).category == label for t, label in rest) / len(rest)
+        after = sum(custom.classify_text(t).category == label for t, label in rest) / len(rest)
+        assert after >= before - 0.005, (name, before, after)
 
 
 def test_examples_sharpen_an_existing_category(custom: C.Classifier) -> None:
@@ -358,7 +396,7 @@ def test_operator_model_is_cached(custom: C.Classifier, custom_cache: Path, monk
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("should have been loaded from the cache")
 
-    monkeypatch.setattr(C, "train_model", no_training)
+    monkeypatch.setattr(build_module, "adapt_model", no_training)
     again = build_classifier({"sql": SQL_EXAMPLES, "translation": MEANING_EXAMPLES})
     assert again.fingerprint == custom.fingerprint
     text = "write a SQL query that joins orders and customers"
@@ -377,7 +415,7 @@ def test_bad_operator_examples_are_rejected() -> None:
 
 def test_latency_is_bounded_for_long_prompts(clf: C.Classifier) -> None:
     """The window keeps the cost flat; generous bounds (CI machines are noisy), real numbers in bench/."""
-    passage = " ".join(t for t, _ in load_examples(EVAL / "dev.jsonl")[:200])
+    passage = " ".join(t for t, _ in load_examples(D.SHIPPED_EVAL_DIR / "realistic_blind.jsonl")[:200])
     prompt = "Summarize the following document:\n\n" + passage[:8000]  # ~2,000 tokens
     huge = prompt * 20  # ~40,000 tokens
     for text in (prompt, huge):

@@ -10,7 +10,10 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from safetensors import safe_open
+from safetensors.numpy import load_file
 
 from serve_graph.tiny import CHAT_TEMPLATE, MARKER_FILE, TINY_MODELS, make_tiny_models
 
@@ -67,7 +70,7 @@ def test_config(tiny: dict[str, Path], name: str) -> None:
     assert cfg.vocab_size >= len(tok) and cfg.vocab_size % 64 == 0
     assert cfg.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")
     raw = json.loads((tiny[name] / "config.json").read_text())
-    assert raw["torch_dtype"] == "bfloat16"
+    assert raw["torch_dtype"] == "float32"  # the stored dtype; engines cast (the local profile to bf16)
     gen = json.loads((tiny[name] / "generation_config.json").read_text())
     assert gen["eos_token_id"] == tok.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
     if model_type == "qwen3_moe":
@@ -98,9 +101,7 @@ def test_byte_level_round_trip(tokenizer, text: str) -> None:
 def test_chat_template_thinking_on_by_default(tokenizer) -> None:
     msgs = [{"role": "user", "content": "hi"}]
     default = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    explicit = tokenizer.apply_chat_template(
-        msgs, tokenize=False, add_generation_prompt=True, enable_thinking=True
-    )
+    explicit = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, enable_thinking=True)
     assert default == explicit == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<think>\n"
 
 
@@ -125,12 +126,9 @@ def test_thinking_only_model_ignores_enable_thinking(tiny: dict[str, Path]) -> N
 
 
 def test_chat_template_system_and_content_parts(tokenizer) -> None:
-    prompt = tokenizer.apply_chat_template(
-        SYSTEM_AND_PARTS, tokenize=False, add_generation_prompt=False
-    )
+    prompt = tokenizer.apply_chat_template(SYSTEM_AND_PARTS, tokenize=False, add_generation_prompt=False)
     assert prompt == (
-        "<|im_start|>system\nYou are terse.<|im_end|>\n"
-        "<|im_start|>user\nfirst part\nsecond part<|im_end|>\n"
+        "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nfirst part\nsecond part<|im_end|>\n"
     )
 
 
@@ -153,13 +151,57 @@ def test_template_files_agree(tiny: dict[str, Path]) -> None:
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))
-def test_forward_pass(tiny: dict[str, Path], tokenizer, name: str) -> None:
-    model, info = transformers.AutoModelForCausalLM.from_pretrained(
-        tiny[name], output_loading_info=True
-    )
+def test_safetensors_reads_back_the_weights(tiny: dict[str, Path], name: str) -> None:
+    """The file is a standard safetensors file: every tensor the config implies, all float32."""
+    _, _, hidden, layers = EXPECTED[name]
+    cfg = json.loads((tiny[name] / "config.json").read_text())
+    vocab, head_dim = cfg["vocab_size"], cfg["head_dim"]
+    with safe_open(tiny[name] / "model.safetensors", framework="np") as f:
+        assert f.metadata() == {"format": "pt"}
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    assert {t.dtype for t in tensors.values()} == {np.dtype(np.float32)}
+    assert "lm_head.weight" not in tensors  # tied embeddings
+    assert tensors["model.embed_tokens.weight"].shape == (vocab, hidden)
+    assert tensors["model.norm.weight"].shape == (hidden,)
+    assert (tensors["model.norm.weight"] == 1).all()
+    assert 0.015 < float(tensors["model.embed_tokens.weight"].std()) < 0.025
+    for i in range(layers):
+        p = f"model.layers.{i}"
+        assert tensors[f"{p}.self_attn.q_proj.weight"].shape == (4 * head_dim, hidden)
+        assert tensors[f"{p}.self_attn.k_proj.weight"].shape == (2 * head_dim, hidden)
+        assert tensors[f"{p}.self_attn.o_proj.weight"].shape == (hidden, 4 * head_dim)
+        assert tensors[f"{p}.self_attn.q_norm.weight"].shape == (head_dim,)
+        if name == "qwen3-moe-tiny":
+            assert tensors[f"{p}.mlp.gate.weight"].shape == (8, hidden)
+            for e in range(8):
+                assert tensors[f"{p}.mlp.experts.{e}.gate_proj.weight"].shape == (64, hidden)
+                assert tensors[f"{p}.mlp.experts.{e}.down_proj.weight"].shape == (hidden, 64)
+            assert f"{p}.mlp.gate_proj.weight" not in tensors
+        else:
+            inter = cfg["intermediate_size"]
+            assert tensors[f"{p}.mlp.up_proj.weight"].shape == (inter, hidden)
+            assert tensors[f"{p}.mlp.down_proj.weight"].shape == (hidden, inter)
+    per_layer = 8 + (1 + 8 * 3 if name == "qwen3-moe-tiny" else 3)
+    assert len(tensors) == 2 + layers * per_layer
+    assert load_file(tiny[name] / "model.safetensors").keys() == tensors.keys()
+
+
+def test_files_are_world_readable(tiny: dict[str, Path]) -> None:
+    for path in tiny.values():
+        assert path.stat().st_mode & 0o755 == 0o755
+        for file in path.iterdir():
+            assert file.stat().st_mode & 0o444 == 0o444, file
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+@pytest.mark.parametrize("dtype", [None, "bfloat16"])
+def test_forward_pass(tiny: dict[str, Path], tokenizer, name: str, dtype: str | None) -> None:
+    """Loads as stored (float32) and cast to bf16, as the local profile serves it."""
+    kwargs = {} if dtype is None else {"dtype": getattr(torch, dtype)}
+    model, info = transformers.AutoModelForCausalLM.from_pretrained(tiny[name], output_loading_info=True, **kwargs)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert type(model).__name__ == EXPECTED[name][0]
-    assert model.dtype == torch.bfloat16
+    assert model.dtype == getattr(torch, dtype or "float32")
     batch = tokenizer.apply_chat_template(
         SYSTEM_AND_PARTS, add_generation_prompt=True, return_tensors="pt", return_dict=True
     )
