@@ -45,7 +45,9 @@ def static_table(model_dir: Path) -> tuple[np.ndarray, object]:
         for s in range(0, len(ids), 2048):
             b = ids[s : s + 2048]
             x = torch.stack([torch.full_like(b, tok.cls_token_id), b, torch.full_like(b, tok.sep_token_id)], 1)
-            out[s : s + len(b)] = model(input_ids=x, attention_mask=torch.ones_like(x)).last_hidden_state.mean(1).numpy()
+            out[s : s + len(b)] = (
+                model(input_ids=x, attention_mask=torch.ones_like(x)).last_hidden_state.mean(1).numpy()
+            )
     fast = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     fast.no_truncation()
     fast.no_padding()
@@ -101,8 +103,12 @@ def main() -> int:
     data_dir = D.require_data_dir(D.data_dir(), D.training_file_names())
     train = D.load_files(D.training_files(data_dir))
     cats = C.BUILTIN_CATEGORIES
-    W, b = fit(embed([e.text for e in train], table, tok), np.array([cats.index(e.label) for e in train]),
-               sample_weights(train, cats, C.TrainConfig()), len(cats))
+    W, b = fit(
+        embed([e.text for e in train], table, tok),
+        np.array([cats.index(e.label) for e in train]),
+        sample_weights(train, cats, C.TrainConfig()),
+        len(cats),
+    )
     clf = C.build_classifier()
     print("| set | linear (shipped) | static embeddings alone | ensemble (sum of log-probs) |")
     print("|---|---|---|---|")
@@ -112,10 +118,12 @@ def main() -> int:
         Z -= Z.max(1, keepdims=True)
         Z -= np.log(np.exp(Z).sum(1, keepdims=True))
         lin = np.log(np.array([[clf.classify_text(t).scores[c] for c in cats] for t, _ in rows]) + 1e-9)
-        dense = _Scored(cats, {t: z for (t, _), z in zip(rows, Z)})
-        both = _Scored(cats, {t: z + l for (t, _), z, l in zip(rows, Z, lin)})
-        print(f"| {name} | {evaluate(clf, rows)['macro_recall']:.3f} | {evaluate(dense, rows)['macro_recall']:.3f} "
-              f"| {evaluate(both, rows)['macro_recall']:.3f} |")
+        dense = _Scored(cats, {t: z for (t, _), z in zip(rows, Z, strict=False)})
+        both = _Scored(cats, {t: z + lp for (t, _), z, lp in zip(rows, Z, lin, strict=False)})
+        print(
+            f"| {name} | {evaluate(clf, rows)['macro_recall']:.3f} | {evaluate(dense, rows)['macro_recall']:.3f} "
+            f"| {evaluate(both, rows)['macro_recall']:.3f} |"
+        )
     return 0
 
 

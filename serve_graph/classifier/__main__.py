@@ -62,8 +62,7 @@ def _eval_sets(ns: argparse.Namespace) -> list[Path]:
     directory = D.data_dir(ns.data_dir)
     sets = D.eval_files(directory if directory.is_dir() else None)
     if not any(p.parent == directory for p in sets):
-        print(f"note: no third-party evaluation sets in {directory}; evaluating the shipped sets only",
-              file=sys.stderr)
+        print(f"note: no third-party evaluation sets in {directory}; evaluating the shipped sets only", file=sys.stderr)
     return sets
 
 
@@ -71,8 +70,10 @@ def cmd_train(ns: argparse.Namespace) -> dict[str, Any]:
     directory = D.require_data_dir(D.data_dir(ns.data_dir), D.training_file_names())
     model, seconds = timed(lambda: train_shipped(directory))
     size = D.SHIPPED_MODEL.stat().st_size / 1e6
-    print(f"trained in {seconds:.1f}s: {len(model.vocab)} features, wrote {D.SHIPPED_MODEL} ({size:.1f} MB, "
-          f"fingerprint {model.meta['fingerprint']})")
+    print(
+        f"trained in {seconds:.1f}s: {len(model.vocab)} features, wrote {D.SHIPPED_MODEL} ({size:.1f} MB, "
+        f"fingerprint {model.meta['fingerprint']})"
+    )
     return {"seconds": seconds, "features": len(model.vocab)}
 
 
@@ -80,8 +81,9 @@ def cmd_eval(ns: argparse.Namespace) -> dict[str, Any]:
     clf = Classifier(load_shipped())
     directory = D.data_dir(ns.data_dir)
     if D.has_third_party_data(directory) and load_shipped().meta.get("fingerprint") != shipped_fingerprint(directory):
-        print("warning: model.npz is stale for this data: run `python -m serve_graph.classifier train`",
-              file=sys.stderr)
+        print(
+            "warning: model.npz is stale for this data: run `python -m serve_graph.classifier train`", file=sys.stderr
+        )
     out = {}
     for path in _eval_sets(ns) + list(ns.extra_eval):
         report = evaluate(clf, D.load_examples(path))
@@ -108,10 +110,16 @@ def cmd_custom(ns: argparse.Namespace) -> dict[str, Any]:
         moved = 1 - len(rest) / len(rows)
         diff = _mean(after) - _mean(before)
         diff_rest = _mean([after[i] for i in rest]) - _mean([before[i] for i in rest])
-        print(f"| {path.name} | {_mean(before):.3f} | {_mean(after):.3f} | {100 * diff:+.1f} | {moved:.1%} "
-              f"| {100 * diff_rest:+.1f} |")
-        out["sets"][path.name] = {"shipped": _mean(before), "adapted": _mean(after), "moved_to_new": moved,
-                                  "difference_on_rest": diff_rest}
+        print(
+            f"| {path.name} | {_mean(before):.3f} | {_mean(after):.3f} | {100 * diff:+.1f} | {moved:.1%} "
+            f"| {100 * diff_rest:+.1f} |"
+        )
+        out["sets"][path.name] = {
+            "shipped": _mean(before),
+            "adapted": _mean(after),
+            "moved_to_new": moved,
+            "difference_on_rest": diff_rest,
+        }
     return out
 
 
@@ -121,7 +129,9 @@ def _mean(values: Sequence[bool]) -> float:
 
 def cmd_latency(ns: argparse.Namespace) -> dict[str, Any]:
     directory = D.data_dir(ns.data_dir)
-    source = directory / "dev.jsonl" if (directory / "dev.jsonl").is_file() else D.SHIPPED_EVAL_DIR / "realistic_blind.jsonl"
+    source = (
+        directory / "dev.jsonl" if (directory / "dev.jsonl").is_file() else D.SHIPPED_EVAL_DIR / "realistic_blind.jsonl"
+    )
     print(f"prompt bodies from {source.name}")
     results = measure_latency(Classifier(load_shipped()), D.load_examples(source))
     print_latency(results)
@@ -151,8 +161,12 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "custom": cmd_custom, "latency
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m serve_graph.classifier", description=__doc__.split("\n\n")[0])
     ap.add_argument("command", choices=sorted(COMMANDS))
-    ap.add_argument("--data-dir", type=Path, default=None,
-                    help=f"third-party prompt sets (default: ${D.DATA_DIR_ENV} or {D.DEFAULT_DATA_DIR})")
+    ap.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help=f"third-party prompt sets (default: ${D.DATA_DIR_ENV} or {D.DEFAULT_DATA_DIR})",
+    )
     ap.add_argument("--extra-eval", type=Path, action="append", default=[], help="another labeled jsonl (eval)")
     ap.add_argument("--json", type=Path, help="also write the numbers as JSON here")
     ns = ap.parse_args(argv)

@@ -75,8 +75,16 @@ def adapt_model(base: Model, examples: Sequence[Example], cfg: AdaptConfig | Non
     prior = np.ascontiguousarray(full_W[active].T, dtype=np.float64)  # (k, n_active)
     l2 = np.array([cfg.prior_l2 if c < k0 else cfg.new_l2 for c in range(k)])
     b0 = np.concatenate([base.b.astype(np.float64), np.full(k - k0, float(base.b.mean()))])
-    objective = SoftmaxObjective(X, y, w, k, l2, prior=prior, bias_prior=b0 if cfg.bias_l2 else None,
-                                 bias_l2=np.where(np.arange(k) < k0, cfg.bias_l2, 0.0))
+    objective = SoftmaxObjective(
+        X,
+        y,
+        w,
+        k,
+        l2,
+        prior=prior,
+        bias_prior=b0 if cfg.bias_l2 else None,
+        bias_l2=np.where(np.arange(k) < k0, cfg.bias_l2, 0.0),
+    )
     theta = lbfgs(objective, np.concatenate([prior.ravel(), b0]), cfg.max_iter)
 
     n = len(active)

@@ -111,7 +111,9 @@ def build_classifier(
         model.meta = {"fingerprint": fingerprint, "features": feature_fingerprint()}
         log.info(
             "adapted the prompt classifier to %d operator examples (categories %s) in %.1fs",
-            len(operator), ",".join(model.categories), time.perf_counter() - t0,
+            len(operator),
+            ",".join(model.categories),
+            time.perf_counter() - t0,
         )
         if use_cache:
             try:

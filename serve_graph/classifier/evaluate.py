@@ -157,8 +157,17 @@ def measure_latency(
             gc.enable()
         for name in calls:
             p50, p99, worst = _percentiles(wall[name])
-            results.append({"tokens": target, "chars": len(prompts[0]), "call": name, "p50": p50, "p99": p99,
-                            "max": worst, "n": len(wall[name])})
+            results.append(
+                {
+                    "tokens": target,
+                    "chars": len(prompts[0]),
+                    "call": name,
+                    "p50": p50,
+                    "p99": p99,
+                    "max": worst,
+                    "n": len(wall[name]),
+                }
+            )
     return results
 
 
@@ -166,8 +175,10 @@ def print_latency(results: Sequence[dict[str, Any]]) -> None:
     print("\n| prompt | chars | call | p50 ms | p99 ms | max ms | samples |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| ~{r['tokens']} tokens | {r['chars']} | {r['call']} | {r['p50']:.3f} | {r['p99']:.3f} "
-              f"| {r['max']:.2f} | {r['n']} |")
+        print(
+            f"| ~{r['tokens']} tokens | {r['chars']} | {r['call']} | {r['p50']:.3f} | {r['p99']:.3f} "
+            f"| {r['max']:.2f} | {r['n']} |"
+        )
 
 
 # -- cross-validation ------------------------------------------------------------------------------
@@ -194,4 +205,3 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     t0 = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t0
-

@@ -38,9 +38,7 @@ LEXICON_DIR = Path(__file__).resolve().parent.parent / "data" / "lexicon"
 # CJK ideographs, kana and hangul have no spaces between words: one token per character, and the
 # word bigrams below then give character bigrams. Other letters form words; any other visible
 # character is its own token (``{``, ``;``, ``=``, ``$``, ``\\`` ... separate code and math from prose).
-_TOKEN_RE = re.compile(
-    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]|[^\W\d_]+|\d+|[^\w\s]"
-)
+_TOKEN_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]|[^\W\d_]+|\d+|[^\w\s]")
 _DIGIT_RE = re.compile(r"\d")
 _SCRIPT_RES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (name, re.compile(pattern))
@@ -173,4 +171,3 @@ def _shape_features(text: str, window: Sequence[str]) -> list[str]:
         if _LATIN_EXT_RE.search(part):
             feats.append("#script_latin_ext")
     return feats
-

@@ -67,7 +67,7 @@ class Classifier:
         self._context = context or ContextConfig()
         self.categories: tuple[str, ...] = model.categories
         # Row i + 1 of _W0 holds feature i; row 0 is zeros for unknown features.
-        self._row_get: RowGet = {f: i + 1 for f, i in model.vocab.items()}.get  # type: ignore[assignment]
+        self._row_get: RowGet = {f: i + 1 for f, i in model.vocab.items()}.get
         self._W0 = np.vstack([np.zeros((1, model.W.shape[1]), dtype=model.W.dtype), model.W])
         self._b = model.b.astype(np.float64)
         self._inv_t = 1.0 / model.temperature

@@ -150,7 +150,8 @@ class SoftmaxObjective:
         gathered = np.take(WT.astype(np.float32), self.X.indices, axis=1)
         gathered *= self.vals
         logits: np.ndarray = np.add.reduceat(gathered, self.row_starts, axis=1).astype(np.float64)
-        return logits + b[:, None]
+        logits += b[:, None]
+        return logits
 
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         V, k = self.X.n_features, self.k

@@ -15,8 +15,8 @@ import serve_graph
 from serve_graph.classifier import build_classifier
 from serve_graph.classifier import data as D
 from serve_graph.classifier.__main__ import SAMPLE_OPERATOR_EXAMPLES
-from serve_graph.classifier.build import StaleModel, adaptation_fingerprint, load_shipped
 from serve_graph.classifier.adapt import AdaptConfig
+from serve_graph.classifier.build import StaleModel, adaptation_fingerprint, load_shipped
 from serve_graph.classifier.features import feature_fingerprint
 from serve_graph.classifier.train import TrainConfig, recipe_fingerprint
 

@@ -41,7 +41,11 @@ def _run(copy_root: Path, tmp: Path, *args: str) -> dict[str, Any]:
     env["SERVE_GRAPH_CACHE_DIR"] = str(tmp / "cache")
     proc = subprocess.run(
         [sys.executable, "-m", "tests.scenarios.classifier_copy", *args],
-        cwd=tmp, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -114,7 +118,9 @@ def test_build_tool_without_data_fails_clearly(tmp_path: Path) -> None:
     for command in ("train", "cv"):
         proc = subprocess.run(
             [sys.executable, "-m", "serve_graph.classifier", command, "--data-dir", str(tmp_path / "absent")],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert proc.returncode == 2, proc.stderr
         assert "missing train.jsonl" in proc.stderr and "--data-dir" in proc.stderr, proc.stderr

@@ -25,13 +25,13 @@ import pytest
 
 import serve_graph.classifier as C
 import serve_graph.classifier.build as build_module
+from serve_graph.classifier import BUILTIN_CATEGORIES, Classification, build_classifier, load_examples
 from serve_graph.classifier import data as D
 from serve_graph.classifier.__main__ import SAMPLE_OPERATOR_EXAMPLES
 from serve_graph.classifier.build import load_shipped, shipped_fingerprint
 from serve_graph.classifier.features import LEXICON_GROUPS
 from serve_graph.classifier.store import load_model
 from serve_graph.config import Routes
-from serve_graph.classifier import BUILTIN_CATEGORIES, Classification, build_classifier, load_examples
 
 DATA = D.data_dir()
 HAVE_DATA = D.has_third_party_data(DATA)
@@ -88,7 +88,7 @@ def _macro(clf: C.Classifier, rows: list[tuple[str, str]]) -> tuple[float, float
     predicted = [clf.classify_text(text).category for text, _ in rows]
     recalls, f1s = [], []
     for label in labels:
-        tp = sum(p == label and t == label for p, (_, t) in zip(predicted, rows))
+        tp = sum(p == label and t == label for p, (_, t) in zip(predicted, rows, strict=False))
         support = sum(t == label for _, t in rows)
         n_pred = sum(p == label for p in predicted)
         recall = tp / support
@@ -271,11 +271,16 @@ def test_confident_on_clear_and_unsure_on_empty(clf: C.Classifier) -> None:
 
 CODE_TURN = [
     _user("Write a Python function that parses a CSV file and returns the rows as dicts."),
-    _assistant("```python\nimport csv\n\ndef read_rows(path):\n    with open(path) as f:\n        return list(csv.DictReader(f))\n```"),
+    _assistant(
+        "```python\nimport csv\n\ndef read_rows(path):\n"
+        "    with open(path) as f:\n        return list(csv.DictReader(f))\n```"
+    ),
 ]
 
 
-@pytest.mark.parametrize("follow_up", ["now make it faster", "and in French?", "can you add type hints?", "thanks, shorter please"])
+@pytest.mark.parametrize(
+    "follow_up", ["now make it faster", "and in French?", "can you add type hints?", "thanks, shorter please"]
+)
 def test_short_follow_up_keeps_the_conversation_category(clf: C.Classifier, follow_up: str) -> None:
     r = clf.classify_messages([*CODE_TURN, _user(follow_up)])
     assert r.category == "code", (follow_up, r)
@@ -284,11 +289,22 @@ def test_short_follow_up_keeps_the_conversation_category(clf: C.Classifier, foll
 @pytest.mark.parametrize(
     ("history", "follow_up", "expected"),
     [
-        ([_user("Write a poem about the sea at night."), _assistant("The waves hum low beneath the moon...")], "make it shorter", "creative"),
-        ([_user("Solve 3x + 7 = 22."), _assistant("x = 5")], "and what if it were 3x + 7 = 40?", "math"),
-        ([_user("Translate to Spanish: where is the station?"), _assistant("¿Dónde está la estación?")], "and in French?", "translation"),
         (
-            [_user("Summarize this:\n\nThe council approved the budget after a long debate. Parks get 10% more."), _assistant("Budget approved; parks +10%.")],
+            [_user("Write a poem about the sea at night."), _assistant("The waves hum low beneath the moon...")],
+            "make it shorter",
+            "creative",
+        ),
+        ([_user("Solve 3x + 7 = 22."), _assistant("x = 5")], "and what if it were 3x + 7 = 40?", "math"),
+        (
+            [_user("Translate to Spanish: where is the station?"), _assistant("¿Dónde está la estación?")],
+            "and in French?",
+            "translation",
+        ),
+        (
+            [
+                _user("Summarize this:\n\nThe council approved the budget after a long debate. Parks get 10% more."),
+                _assistant("Budget approved; parks +10%."),
+            ],
             "shorter please",
             "text",
         ),
@@ -313,7 +329,9 @@ def test_single_turn_messages_equal_classify_text(clf: C.Classifier) -> None:
 def test_system_prompt_only_nudges(clf: C.Classifier) -> None:
     question = "Any tips for sleeping better when it's hot?"
     plain = clf.classify_messages([_user(question)])
-    with_system = clf.classify_messages([{"role": "system", "content": "You are a senior Python developer."}, _user(question)])
+    with_system = clf.classify_messages(
+        [{"role": "system", "content": "You are a senior Python developer."}, _user(question)]
+    )
     assert with_system.category == plain.category == "chat"
 
 
@@ -336,7 +354,7 @@ IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}
         [{"role": "user"}],
         ["not a dict", None, 42],
         [_user([{"type": "text"}, {"type": "text", "text": None}, IMAGE, "bare string part"])],
-        [{"role": "tool", "content": "{\"ok\": true}"}, _user("")],
+        [{"role": "tool", "content": '{"ok": true}'}, _user("")],
     ],
 )
 def test_odd_messages_do_not_crash(clf: C.Classifier, messages: list) -> None:
