@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from serve_graph import tracing
-from serve_graph.config import ModelSpec, ResolvedProfile
-from serve_graph.tracing import TracingSettings
+from serve_graph.config import ModelSpec, ResolvedProfile, TracingSettings
 
 # Ray batches streamed chunks every 50 ms by default, which delays the first token by ~48 ms at low
 # load (platform notes). A router in front of many models must not add that to TTFT.
@@ -108,8 +107,18 @@ def llm_config_dict(
     return cfg
 
 
-def llm_configs(profile: ResolvedProfile) -> dict[str, Any]:
-    """model id -> validated `ray.serve.llm.LLMConfig` for every catalog entry."""
+def llm_configs(profile: ResolvedProfile, fake_engine: dict[str, Any] | None = None) -> dict[str, Any]:
+    """model id -> validated `ray.serve.llm.LLMConfig` for every catalog entry.
+
+    `fake_engine` (settings of `serve_graph.testing.fake_engine.FakeEngine`, `{}` for defaults) goes
+    into each config's `experimental_configs`, with what the fake must know about the model.
+    """
     from ray.serve.llm import LLMConfig
 
-    return {m.id: LLMConfig(**llm_config_dict(m, profile.env, profile.tracing)) for m in profile.models}
+    out = {}
+    for m in profile.models:
+        cfg = llm_config_dict(m, profile.env, profile.tracing)
+        if fake_engine is not None:
+            cfg["experimental_configs"]["fake_engine"] = {"always_thinks": m.always_thinks, **fake_engine}
+        out[m.id] = LLMConfig(**cfg)
+    return out

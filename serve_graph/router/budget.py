@@ -16,6 +16,8 @@ Then the caps, because thinking tokens are completion tokens: a budget that eats
 `max_tokens` (or the context) leaves no room for the answer, which is worse than thinking less.
 A malformed field is a `BudgetError` naming it, even when a higher-precedence field would have won:
 a typo must surface as a 400, not be silently masked by another field.
+
+The policy itself (`BudgetPolicy`, the `budgets:` section) is config: `serve_graph.config.budgets`.
 """
 
 from __future__ import annotations
@@ -23,15 +25,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, get_args
+from typing import Any, TypeGuard
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from serve_graph.config import EFFORTS, BudgetPolicy, Effort
+from serve_graph.messages import iter_latest_texts
 
-Effort = Literal["none", "low", "medium", "high"]
-EFFORTS: tuple[str, ...] = get_args(Effort)
-
-# Strict: YAML `true` or `1.5` where a token count belongs is a typo, not a number to coerce.
-Tokens = Annotated[int, Field(ge=0, strict=True)]
+__all__ = ["Budget", "BudgetError", "BudgetRequest", "resolve_budget", "soft_switch"]
 
 
 class BudgetError(ValueError):
@@ -41,85 +40,6 @@ class BudgetError(ValueError):
         super().__init__(f"{param}: {message}")
         self.param = param
         self.message = message
-
-
-class _Strict(BaseModel):
-    """Unknown keys are errors (as in config.py; defined here so config.py may import us)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CategoryBudget(_Strict):
-    """Budgets for one routing category (e.g. `math` thinks long, `chat` barely)."""
-
-    default: Tokens = Field(description="Budget when nothing in the request says otherwise.")
-    effort: dict[Effort, Tokens] | None = Field(
-        None,
-        description="Per-level overrides of the policy's effort map; levels left out use the policy's.",
-    )
-
-
-class BudgetPolicy(_Strict):
-    """The `budgets:` section of models.yaml.
-
-    Validation, and why:
-    - every count is an int >= 0 (strict: no bools, no floats);
-    - `thinking_on_budget` > 0: it is what "enable_thinking: true" means when the category's
-      default is 0, and an "on" that yields 0 would silently mean off;
-    - the policy effort map names all four levels, so any valid `reasoning_effort` resolves;
-    - `none` is 0 wherever it is given: "none" must mean no thinking, never a hidden budget;
-    - low <= medium <= high in the policy map and in every category's merged map: a higher
-      effort that thinks less is a typo.
-    `max_budget` below some default is allowed: it is a hard cap, applied (and reported) per request.
-    """
-
-    default_budget: Tokens = 1024
-    thinking_on_budget: Annotated[int, Field(gt=0, strict=True)] = 1024
-    min_answer_tokens: Tokens = 16
-    max_budget: Tokens | None = None
-    effort: dict[Effort, Tokens] = Field(
-        default_factory=lambda: {"none": 0, "low": 512, "medium": 2048, "high": 8192}
-    )
-    categories: dict[str, CategoryBudget] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _efforts(self) -> BudgetPolicy:
-        missing = [e for e in EFFORTS if e not in self.effort]
-        if missing:
-            raise ValueError(f"effort must map every level; missing {', '.join(missing)}")
-        _check_effort_map("effort", self.effort)
-        for name, cat in self.categories.items():
-            if cat.effort is not None:
-                _check_effort_map(f"categories.{name}.effort", {**self.effort, **cat.effort})
-        return self
-
-    def category_default(self, category: str | None) -> tuple[int, str]:
-        """The budget with no request signal, and its `source` name."""
-        cat = self.categories.get(category) if category is not None else None
-        if cat is None:
-            return self.default_budget, "default"
-        return cat.default, "category_default"
-
-    def effort_budget(self, category: str | None, effort: Effort) -> int:
-        """The category's own level if it sets one, else the policy-wide level."""
-        cat = self.categories.get(category) if category is not None else None
-        if cat is not None and cat.effort is not None and effort in cat.effort:
-            return cat.effort[effort]
-        return self.effort[effort]
-
-    def on_budget(self, category: str | None) -> int:
-        """"Thinking on": the category's default, unless that is 0 (then on would mean off)."""
-        default, _ = self.category_default(category)
-        return default or self.thinking_on_budget
-
-
-def _check_effort_map(where: str, levels: Mapping[str, int]) -> None:
-    if levels.get("none", 0) != 0:
-        raise ValueError(f"{where}: 'none' must be 0 (no thinking), got {levels['none']}")
-    ordered = [(e, levels[e]) for e in ("low", "medium", "high") if e in levels]
-    for (lo, a), (hi, b) in zip(ordered, ordered[1:]):
-        if a > b:
-            raise ValueError(f"{where}: {lo} ({a}) > {hi} ({b}); higher effort must not think less")
 
 
 @dataclass(frozen=True)
@@ -211,7 +131,7 @@ def _cap(requested: int, source: str, limits: list[tuple[str, int]]) -> Budget:
     return Budget(tokens=tokens, source=source, requested=requested, capped_by=capped_by)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     """JSON true is a Python bool, and bool is an int: it must not pass as a count."""
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -271,26 +191,8 @@ def soft_switch(messages: Any) -> bool | None:
     Assistant and tool turns never count (the model's own text must not flip its mode).
     Malformed messages yield None: validating them is the engine's job, not the budget's.
     """
-    if not isinstance(messages, list):
-        return None
-    for msg in reversed(messages):
-        if not isinstance(msg, Mapping) or msg.get("role") not in ("system", "user"):
-            continue
-        hits = _SWITCH.findall(_text(msg.get("content")))
+    for text in iter_latest_texts(messages, ("system", "user")):
+        hits = _SWITCH.findall(text)
         if hits:
-            return hits[-1] == "think"
+            return bool(hits[-1] == "think")
     return None
-
-
-def _text(content: Any) -> str:
-    """A message's text: a string, or the text parts of an OpenAI parts list (one per line, so
-    two parts never glue into one token)."""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        return ""
-    return "\n".join(
-        p["text"]
-        for p in content
-        if isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str)
-    )

@@ -11,23 +11,11 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from serve_graph.classifier import Classification, Classifier
 from serve_graph.config import AUTO_MODEL, ModelSpec, ResolvedProfile
+from serve_graph.messages import has_images, turns
 from serve_graph.router.budget import Budget, BudgetRequest, resolve_budget
-from serve_graph.router.classify import Classification, Classifier, message_text
 from serve_graph.router.policy import Decision, RouteRequest, decide
-
-
-def has_images(messages: Any) -> bool:
-    """Vision is decided by content: any image part in any message."""
-    if not isinstance(messages, list):
-        return False
-    for msg in messages:
-        content = msg.get("content") if isinstance(msg, dict) else None
-        if isinstance(content, list) and any(
-            isinstance(p, dict) and p.get("type") in ("image_url", "input_image", "image") for p in content
-        ):
-            return True
-    return False
 
 
 @dataclass(frozen=True)
@@ -42,7 +30,7 @@ class Plan:
 def estimate_prompt_tokens(data: dict[str, Any]) -> int:
     """A cheap over-estimate (3 chars per token) used only to keep budget + answer in context."""
     msgs = data.get("messages")
-    chars = sum(len(message_text(m)) for m in msgs if isinstance(m, dict)) if isinstance(msgs, list) else 0
+    chars = sum(len(text) for _, text in turns(msgs))
     return chars // 3 + 8 * (len(msgs) if isinstance(msgs, list) else 0)
 
 

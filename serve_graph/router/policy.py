@@ -14,8 +14,13 @@ from serve_graph.config import AUTO_MODEL, ResolvedProfile
 
 
 class ClassificationLike(Protocol):
-    category: str
-    confidence: float
+    """What the policy reads of a classification (read-only, so frozen dataclasses qualify)."""
+
+    @property
+    def category(self) -> str: ...
+
+    @property
+    def confidence(self) -> float: ...
 
 
 @dataclass(frozen=True)

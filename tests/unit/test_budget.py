@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from serve_graph.config import BudgetPolicy, CategoryBudget
 from serve_graph.router.budget import (
     Budget,
     BudgetError,
-    BudgetPolicy,
     BudgetRequest,
-    CategoryBudget,
     resolve_budget,
     soft_switch,
 )
@@ -178,6 +177,9 @@ SWITCHES = [
     ),
     ("non-text parts ignored", [_user([{"type": "image_url", "image_url": {"url": "/no_think"}}])], None),
     ("parts do not glue", [_user([{"type": "text", "text": "a"}, {"type": "text", "text": "/think"}])], True),
+    # text parts are read as everywhere else (serve_graph.messages): input_text and untyped parts count
+    ("input_text part", [_user([{"type": "input_text", "text": "/no_think"}])], False),
+    ("untyped text part", [_user([{"text": "/no_think"}])], False),
     ("/thinking is not a switch", [_user("/thinking about it")], None),
     ("/no_thinking is not a switch", [_user("/no_thinking")], None),
     ("a/think is not a switch", [_user("a/think")], None),

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import ast
 import copy
+import json
+import subprocess
+import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
-from serve_graph.config import ConfigError, load_config, parse_config
+import serve_graph.config
+from serve_graph.config import ConfigError, ResolvedProfile, Section, ServeGraphConfig, load_config, parse_config
 from serve_graph.deployments import engine_kwargs, llm_config_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -169,3 +176,136 @@ def test_early_stop_text_is_forced_at_the_budget(tmp_path: Path, raw: dict[str, 
     raw["profiles"]["local"]["models"][0]["engine"]["reasoning_end"] = "Time is up."
     msg = _error(tmp_path, raw)
     assert "profiles.local.models[0].engine.reasoning_end" in msg and "must end with </think>" in msg
+
+
+# ---- `x-` extension keys ------------------------------------------------------------------------
+
+# Every section of the file, as a path into the raw mapping; the value is what to create there when
+# models.yaml does not have the section (None: it is always there).
+SECTIONS: list[tuple[tuple[str | int, ...], Any]] = [
+    ((), None),
+    (("routes",), None),
+    (("routes", "default"), None),
+    (("routes", "categories", "code"), None),
+    (("routes", "categories", "math", "escalate"), None),
+    (("routes", "vision"), {"candidates": ["small"]}),
+    (("budgets",), None),
+    (("budgets", "categories", "math"), None),
+    (("tracing",), {}),
+    (("router",), None),
+    (("profiles", "production"), None),
+    (("profiles", "local", "routes"), {"default": {"candidates": ["small"]}}),
+    (("profiles", "production", "models", 3), None),
+    (("profiles", "production", "models", 3, "engine"), None),
+    (("profiles", "production", "models", 3, "resources"), None),
+    (("profiles", "production", "models", 3, "autoscaling"), None),
+    (("profiles", "production", "models", 3, "architecture"), None),
+    (("profiles", "production", "models", 3, "capabilities"), {}),
+    (("profiles", "local", "models", 0), None),
+]
+
+
+def _section(raw: dict[str, Any], path: tuple[str | int, ...], create: Any) -> dict[str, Any]:
+    node: Any = raw
+    for i, key in enumerate(path):
+        if isinstance(node, dict) and key not in node:
+            assert i == len(path) - 1 and create is not None, f"models.yaml has no {path[: i + 1]}"
+            node[key] = copy.deepcopy(create)
+        node = node[key]
+    assert isinstance(node, dict), path
+    return node
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+
+
+@pytest.mark.parametrize(("path", "create"), SECTIONS, ids=[_dotted(p) or "<root>" for p, _ in SECTIONS])
+def test_x_keys_are_accepted_in_every_section(
+    tmp_path: Path, raw: dict[str, Any], path: tuple[str | int, ...], create: Any
+) -> None:
+    _section(raw, path, create)  # the section as the file would have it, without extensions
+    expected = load_config(_write(tmp_path, raw))
+    section = _section(raw, path, create)
+    section["x-anchor"] = {"reuse": ["me", 1]}
+    section["x-note"] = "extension fields are ignored"
+    assert load_config(_write(tmp_path, raw)) == expected
+
+    # the same key without the prefix is a misspelt option: rejected, with its path
+    section["anchor"] = 1
+    msg = _error(tmp_path, raw)
+    assert f"{_dotted((*path, 'anchor'))}: Extra inputs are not permitted" in msg
+
+
+NAMED_MAPS: list[tuple[str, ...]] = [("profiles",), ("routes", "categories"), ("budgets", "categories")]
+
+
+@pytest.mark.parametrize("path", NAMED_MAPS, ids=[".".join(p) for p in NAMED_MAPS])
+def test_x_keys_are_extensions_in_maps_of_names_too(tmp_path: Path, raw: dict[str, Any], path: tuple[str, ...]) -> None:
+    """`x-` marks an extension in every mapping of the file, including those keyed by names the
+    operator chooses (a profile or a category named `x-...` is reserved): an anchor parked there
+    is not read as a profile or category."""
+    expected = load_config(_write(tmp_path, raw))
+    _section(raw, path, None)["x-defaults"] = {"not": "a profile or a category"}
+    assert load_config(_write(tmp_path, raw)) == expected
+
+
+def _section_models(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[BaseModel]]:
+    """Every pydantic model reachable from `model`'s field annotations."""
+    if model in seen:
+        return seen
+    seen.add(model)
+    hints = typing.get_type_hints(model, include_extras=False)
+    stack = [hints[name] for name in model.model_fields]
+    while stack:
+        tp = stack.pop()
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            _section_models(tp, seen)
+        stack.extend(typing.get_args(tp))
+    return seen
+
+
+def test_every_section_derives_from_the_one_strict_base() -> None:
+    models = _section_models(ServeGraphConfig, set())
+    assert len(models) >= 14
+    assert all(issubclass(m, Section) for m in models), [m.__name__ for m in models if not issubclass(m, Section)]
+    # ResolvedProfile is not a section of the file but carries them
+    assert _section_models(ResolvedProfile, set()) - {ResolvedProfile} <= models
+
+
+# ---- config is the leaf -------------------------------------------------------------------------
+
+CONFIG_DIR = Path(serve_graph.config.__file__).parent
+
+
+def _imported_modules(tree: ast.Module) -> list[str]:
+    out: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.append(node.module)
+    return out
+
+
+def test_config_imports_nothing_else_of_serve_graph() -> None:
+    files = sorted(CONFIG_DIR.glob("*.py"))
+    assert {f.name for f in files} >= {"__init__.py", "base.py"}
+    for f in files:
+        for module in _imported_modules(ast.parse(f.read_text(), str(f))):
+            root = module.split(".")
+            assert root[0] != "serve_graph" or root[:2] == ["serve_graph", "config"], f"{f.name} imports {module}"
+
+
+def test_importing_config_loads_no_other_serve_graph_module() -> None:
+    proc = subprocess.run([sys.executable, "-m", "tests.scenarios.config_leaf"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "serve_graph.config" in loaded
+    assert [m for m in loaded if m != "serve_graph" and not m.startswith("serve_graph.config")] == []
+
+
+def test_config_modules_stay_small() -> None:
+    for f in CONFIG_DIR.glob("*.py"):
+        assert len(f.read_text().splitlines()) <= 400, f.name

@@ -145,9 +145,8 @@ def test_budget_zero_never_reaches_a_thinking_only_model() -> None:
 
     prof = _profile(thinking_first, "local")
     healthy = frozenset(m.id for m in prof.models)
-    assert decide(RouteRequest(thinking_budget=100, requested_budget=100), prof, healthy, C("reasoning", 0.9)).model == (
-        "qwen3-tiny-thinking"
-    )
+    request = RouteRequest(thinking_budget=100, requested_budget=100)
+    assert decide(request, prof, healthy, C("reasoning", 0.9)).model == "qwen3-tiny-thinking"
     d = decide(RouteRequest(thinking_budget=0, requested_budget=0), prof, healthy, C("reasoning", 0.9))
     assert d.model == "qwen3-moe-tiny" and "thinking-only qwen3-tiny-thinking excluded" in d.reason
 

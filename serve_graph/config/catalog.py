@@ -1,0 +1,178 @@
+"""The catalog: one entry per model (what to load, how to run it, how it may be routed to)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from serve_graph.config.base import Section
+
+Family = Literal["qwen3", "qwen3-instruct-2507", "qwen3-thinking-2507"]
+Tier = Literal["small", "medium", "moe", "xl"]
+TIERS: tuple[str, ...] = ("small", "medium", "moe", "xl")
+AUTO_MODEL = "auto"
+
+
+class Capabilities(Section):
+    thinking: bool = Field(True, description="The model can emit a <think> block.")
+    vision: bool = Field(False, description="The model accepts image content parts.")
+    code: bool = Field(False, description="A coder model; preferred by routes asking for code.")
+
+
+class Architecture(Section):
+    """Head counts, needed to check tensor parallelism before a GPU is ever reserved.
+
+    Optional for a local checkpoint (read from its config.json); give them for hub ids.
+    """
+
+    num_attention_heads: int = Field(gt=0)
+    num_key_value_heads: int = Field(gt=0)
+
+
+class EngineSettings(Section):
+    """vLLM engine settings we validate; `extra_kwargs` passes anything else to vLLM unchanged."""
+
+    tensor_parallel_size: int = Field(1, ge=1)
+    pipeline_parallel_size: int = Field(1, ge=1)
+    enable_expert_parallel: bool = False
+    quantization: str | None = None
+    dtype: str = "auto"
+    max_model_len: int | None = Field(None, gt=0)
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    max_num_seqs: int | None = Field(None, gt=0)
+    enforce_eager: bool = False
+    reasoning_end: str = Field(
+        "</think>",
+        description="What vLLM forces when the thinking budget runs out. It may start with an "
+        "early-stop sentence (as Qwen recommends) but must end with </think>.",
+    )
+    extra_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("reasoning_end")
+    @classmethod
+    def _ends_thinking(cls, v: str) -> str:
+        if not v.rstrip().endswith("</think>"):
+            raise ValueError("must end with </think> (the qwen3 parser's end of reasoning)")
+        return v
+
+
+class Resources(Section):
+    """What one engine worker reserves from Ray (one bundle per TP x PP worker)."""
+
+    accelerator_type: str | None = Field(
+        None, description="Ray accelerator type, e.g. H100, A100, L4; None with gpus_per_worker 0 = CPU."
+    )
+    gpus_per_worker: float = Field(1.0, ge=0)
+    cpus_per_worker: float = Field(1.0, ge=0)
+    replica_cpus: float = Field(
+        0.0, ge=0, description="CPU for the replica actor itself (it mostly waits on the engine)."
+    )
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.gpus_per_worker == 0
+
+
+class Autoscaling(Section):
+    """Serve autoscaling. `target_ongoing_requests` is required: Ray's LLM default is 1e9, which
+    means min/max replicas alone never scale up (platform notes)."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    initial_replicas: int | None = Field(None, ge=0)
+    target_ongoing_requests: float = Field(gt=0)
+    max_ongoing_requests: int = Field(64, gt=0, description="Per replica, queued beyond this.")
+    upscale_delay_s: float = Field(30.0, ge=0)
+    downscale_delay_s: float = Field(600.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})"
+            )
+        if self.initial_replicas is not None and not (
+            self.min_replicas <= self.initial_replicas <= self.max_replicas
+        ):
+            raise ValueError("initial_replicas must lie between min_replicas and max_replicas")
+        if self.target_ongoing_requests > self.max_ongoing_requests:
+            raise ValueError(
+                f"target_ongoing_requests ({self.target_ongoing_requests}) > max_ongoing_requests "
+                f"({self.max_ongoing_requests}): the target could never be reached"
+            )
+        return self
+
+
+class ModelSpec(Section):
+    """One catalog entry: what to load, how to run it, how it may be routed to."""
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
+    source: str = Field(min_length=1, description="Hub id (Qwen/Qwen3-8B) or a local directory.")
+    family: Family
+    tier: Tier
+    context_length: int = Field(gt=0)
+    capabilities: Capabilities = Field(default_factory=Capabilities)
+    architecture: Architecture | None = None
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    resources: Resources = Field(default_factory=Resources)
+    autoscaling: Autoscaling
+    env: dict[str, str] = Field(default_factory=dict, description="Engine process env vars.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        self._check_family()
+        self._check_parallelism()
+        if self.engine.max_model_len is not None and self.engine.max_model_len > self.context_length:
+            raise ValueError(
+                f"engine.max_model_len ({self.engine.max_model_len}) exceeds context_length "
+                f"({self.context_length})"
+            )
+        return self
+
+    def _check_family(self) -> None:
+        """2507 releases split thinking into two models; the flag must agree with the family."""
+        if self.family == "qwen3-instruct-2507" and self.capabilities.thinking:
+            raise ValueError("family qwen3-instruct-2507 never thinks: set capabilities.thinking false")
+        if self.family in ("qwen3", "qwen3-thinking-2507") and not self.capabilities.thinking:
+            raise ValueError(f"family {self.family} thinks: capabilities.thinking must be true")
+
+    def _check_parallelism(self) -> None:
+        """vLLM needs heads % TP == 0; KV heads either split evenly or are replicated."""
+        arch = self.architecture or _architecture_from_checkpoint(self.source)
+        tp = self.engine.tensor_parallel_size
+        if arch is None or tp == 1:
+            return
+        if arch.num_attention_heads % tp:
+            raise ValueError(
+                f"engine.tensor_parallel_size {tp} does not divide num_attention_heads "
+                f"{arch.num_attention_heads}"
+            )
+        kv = arch.num_key_value_heads
+        if kv % tp and tp % kv:
+            raise ValueError(
+                f"engine.tensor_parallel_size {tp} and num_key_value_heads {kv}: neither divides the other"
+            )
+
+    @property
+    def max_model_len(self) -> int:
+        """The context the engine really serves (engine cap, else the model's)."""
+        return self.engine.max_model_len or self.context_length
+
+    @property
+    def always_thinks(self) -> bool:
+        return self.family == "qwen3-thinking-2507"
+
+
+def _architecture_from_checkpoint(source: str) -> Architecture | None:
+    """Head counts of a local checkpoint, so local entries need not repeat them."""
+    cfg = Path(source) / "config.json"
+    if not cfg.is_file():
+        return None
+    data = json.loads(cfg.read_text())
+    heads = data.get("num_attention_heads")
+    if not heads:
+        return None
+    return Architecture(num_attention_heads=heads, num_key_value_heads=data.get("num_key_value_heads", heads))
