@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TINY   ?= .tiny-models
 
-.PHONY: setup tiny-models demo test unit e2e bench clean
+.PHONY: setup tiny-models demo test unit fake e2e lint bench clean
 
 setup: $(STAMP)
 
@@ -32,8 +32,16 @@ test: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -v tests/unit
 
+fake: $(STAMP)
+	$(PY) -m pytest -v tests/fake
+
 e2e: $(STAMP)
 	$(PY) -m pytest -v tests/e2e
+
+# ruff (E, F, I, B, PIE) on everything; mypy --strict on the modules listed in pyproject's [tool.mypy].
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) $(TINY)

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.router_latency [--n 3000]
 
 The production Router request path (parse, classify, budget, route, spans, metrics, response) runs
-in-process against fake model handles (bench/harness.py), so the numbers are the router's own cost,
+in-process against fake model handles (serve_graph/testing/router.py), so the numbers are the router's own cost,
 without the network or an engine. Each mode runs in its own process (OpenTelemetry's provider is
 process-global): `none` with the tracing calls stubbed out (as if there were no tracing code),
 `off` with no OTEL endpoint (production default), `on` exporting every span (sampler always_on)
@@ -33,8 +33,8 @@ PROMPTS = [
 
 
 async def _measure(n: int) -> list[float]:
-    from bench.harness import make_router, post_chat
     from serve_graph import tracing
+    from serve_graph.testing.router import make_router, post_chat
 
     router, _ = make_router()
     out = []
@@ -67,6 +67,10 @@ def _strip_tracing() -> None:
         async for item in stream:
             yield item
 
+    stubbed = ("server_span", "child_span", "client_span", "record_decision", "record_error", "record_first_chunk",
+               "record_response", "record_stream_chunk", "set_attributes", "inject", "wrap_stream")
+    missing = [name for name in stubbed if not hasattr(tracing, name)]
+    assert not missing, f"serve_graph.tracing no longer has {missing}: update the stubs"
     for name in ("server_span", "child_span", "client_span"):
         setattr(tracing, name, span)
     for name in ("record_decision", "record_error", "record_first_chunk", "record_response",
@@ -108,8 +112,7 @@ def main() -> None:
     if args.child:
         _child(args.n, args.child)
         return
-    sys.path.insert(0, str(REPO))
-    from tests.otlp_receiver import OTLPReceiver
+    from serve_graph.testing.otlp import OTLPReceiver
 
     with OTLPReceiver() as rx:
         none = _run("none", args.n, None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ray.serve.deployment import Application
 
@@ -18,6 +18,9 @@ from serve_graph.config import ResolvedProfile, ServeGraphConfig, load_config, p
 
 DEFAULT_PROFILE_ENV = "SERVE_GRAPH_PROFILE"
 DEFAULT_CONFIG_ENV = "SERVE_GRAPH_CONFIG"
+# The engine behind every LLMServer. fake: serve_graph.testing.fake_engine (tests, demos without vLLM).
+Engine = Literal["vllm", "fake"]
+ENGINES: tuple[str, ...] = get_args(Engine)
 
 
 def load_profile(args: dict[str, Any]) -> ResolvedProfile:
@@ -51,20 +54,40 @@ def router_options(profile: ResolvedProfile) -> dict[str, Any]:
     }
 
 
-def build_graph(profile: ResolvedProfile) -> Application:
-    """LLMServer deployments from Ray's builder, bound into our Router as handles."""
+def build_graph(
+    profile: ResolvedProfile, engine: Engine = "vllm", fake_engine: dict[str, Any] | None = None
+) -> Application:
+    """LLMServer deployments from Ray's builder, bound into our Router as handles.
+
+    `engine="fake"` injects `serve_graph.testing.fake_engine.FakeEngine` into every LLMServer (Ray's
+    `engine_cls` constructor argument) with `fake_engine` settings: the whole app without vLLM.
+    """
     from ray.serve.llm import build_llm_deployment
 
     from serve_graph.deployments import llm_configs
     from serve_graph.router.ingress import Router
 
+    bind_kwargs: dict[str, Any] = {}
+    if engine == "fake":
+        from serve_graph.testing.fake_engine import FakeEngine
+
+        bind_kwargs["engine_cls"] = FakeEngine
+    configs = llm_configs(profile, fake_engine=dict(fake_engine or {}) if engine == "fake" else None)
     # name_prefix keeps Ray's usual deployment names (LLMServer:<id>) for our LLMServer subclass.
     servers = {
-        model_id: build_llm_deployment(cfg, name_prefix="LLMServer:") for model_id, cfg in llm_configs(profile).items()
+        model_id: build_llm_deployment(cfg, name_prefix="LLMServer:", bind_kwargs=bind_kwargs)
+        for model_id, cfg in configs.items()
     }
     return Router.options(**router_options(profile)).bind(profile.model_dump(mode="json"), servers)
 
 
 def build_app(args: dict[str, Any]) -> Application:
-    """Serve application builder (the `import_path` of `serve run` and of rendered configs)."""
-    return build_graph(load_profile(args))
+    """Serve application builder (the `import_path` of `serve run` and of rendered configs).
+
+    `engine` (`vllm`, the default, or `fake`) and `fake_engine` (a dict of FakeEngine settings)
+    select the engine behind every LLMServer.
+    """
+    engine = args.get("engine") or "vllm"
+    if engine not in ENGINES:
+        raise ValueError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
+    return build_graph(load_profile(args), engine=engine, fake_engine=args.get("fake_engine"))

@@ -31,7 +31,13 @@ THINKING_BUDGET = PREFIX + "thinking_budget_tokens"
 THINKING_TRUNCATED = PREFIX + "thinking_truncated"
 
 # Tag keys. "route" is avoided: ray.serve.metrics reserves it for the HTTP route.
-CATEGORY, MODEL, DECISION_ROUTE, STATUS, SKIPPED_MODEL = "category", "model", "decision_route", "status", "skipped_model"
+CATEGORY, MODEL, DECISION_ROUTE, STATUS, SKIPPED_MODEL = (
+    "category",
+    "model",
+    "decision_route",
+    "status",
+    "skipped_model",
+)
 
 LATENCY_BUCKETS_S = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]
 TTFT_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
@@ -52,8 +58,9 @@ class Backend(Protocol):
 
     def counter(self, name: str, description: str, tag_keys: tuple[str, ...]) -> _Counter: ...
 
-    def histogram(self, name: str, description: str, boundaries: list[float],
-                  tag_keys: tuple[str, ...]) -> _Histogram: ...
+    def histogram(
+        self, name: str, description: str, boundaries: list[float], tag_keys: tuple[str, ...]
+    ) -> _Histogram: ...
 
 
 class RayServeBackend:
@@ -65,8 +72,7 @@ class RayServeBackend:
 
         return Counter(name, description=description, tag_keys=tag_keys)
 
-    def histogram(self, name: str, description: str, boundaries: list[float],
-                  tag_keys: tuple[str, ...]) -> _Histogram:
+    def histogram(self, name: str, description: str, boundaries: list[float], tag_keys: tuple[str, ...]) -> _Histogram:
         from ray.serve.metrics import Histogram
 
         return Histogram(name, description=description, boundaries=boundaries, tag_keys=tag_keys)
@@ -83,26 +89,54 @@ class RouterMetrics:
     def __init__(self, backend: Backend | None = None) -> None:
         b = backend or RayServeBackend()
         req_tags = (CATEGORY, MODEL, DECISION_ROUTE, STATUS)
-        self.requests = b.counter(REQUESTS, "Router requests by category, chosen model, route and HTTP status.",
-                                  req_tags)
-        self.duration = b.histogram(REQUEST_DURATION, "Router-measured end-to-end latency (s), to the last byte.",
-                                    LATENCY_BUCKETS_S, (CATEGORY, MODEL, STATUS))
-        self.ttft = b.histogram(TIME_TO_FIRST_CHUNK, "Router-measured time to the first streamed chunk (s).",
-                                TTFT_BUCKETS_S, (CATEGORY, MODEL))
+        self.requests = b.counter(
+            REQUESTS, "Router requests by category, chosen model, route and HTTP status.", req_tags
+        )
+        self.duration = b.histogram(
+            REQUEST_DURATION,
+            "Router-measured end-to-end latency (s), to the last byte.",
+            LATENCY_BUCKETS_S,
+            (CATEGORY, MODEL, STATUS),
+        )
+        self.ttft = b.histogram(
+            TIME_TO_FIRST_CHUNK,
+            "Router-measured time to the first streamed chunk (s).",
+            TTFT_BUCKETS_S,
+            (CATEGORY, MODEL),
+        )
         self.classifier = b.histogram(CLASSIFIER_LATENCY, "Prompt classifier latency (s).", CLASSIFIER_BUCKETS_S, ())
         self.decisions = b.counter(DECISIONS, "Routing decisions by route and chosen model.", (DECISION_ROUTE, MODEL))
-        self.fallbacks = b.counter(FALLBACKS, "Candidates skipped as unhealthy, by skipped and chosen model.",
-                                   (DECISION_ROUTE, SKIPPED_MODEL, MODEL))
-        self.reasoning = b.histogram(REASONING_TOKENS, "Reasoning tokens per request (from usage).", TOKEN_BUCKETS,
-                                     (CATEGORY, MODEL))
-        self.budget = b.histogram(THINKING_BUDGET, "Thinking budget given to the engine per thinking request (tokens, > 0).",
-                                  TOKEN_BUCKETS, (CATEGORY, MODEL))
-        self.truncated = b.counter(THINKING_TRUNCATED, "Requests whose thinking was cut off by the budget.",
-                                   (CATEGORY, MODEL))
+        self.fallbacks = b.counter(
+            FALLBACKS,
+            "Candidates skipped as unhealthy, by skipped and chosen model.",
+            (DECISION_ROUTE, SKIPPED_MODEL, MODEL),
+        )
+        self.reasoning = b.histogram(
+            REASONING_TOKENS, "Reasoning tokens per request (from usage).", TOKEN_BUCKETS, (CATEGORY, MODEL)
+        )
+        self.budget = b.histogram(
+            THINKING_BUDGET,
+            "Thinking budget given to the engine per thinking request (tokens, > 0).",
+            TOKEN_BUCKETS,
+            (CATEGORY, MODEL),
+        )
+        self.truncated = b.counter(
+            THINKING_TRUNCATED, "Requests whose thinking was cut off by the budget.", (CATEGORY, MODEL)
+        )
 
-    def observe_request(self, category: str | None, model: str | None, route: str | None, status: int | str,
-                        e2e_s: float | None, ttft_s: float | None = None, reasoning_tokens: int | None = None,
-                        truncated: bool = False, *, budget_tokens: int | None = None) -> None:
+    def observe_request(
+        self,
+        category: str | None,
+        model: str | None,
+        route: str | None,
+        status: int | str,
+        e2e_s: float | None,
+        ttft_s: float | None = None,
+        reasoning_tokens: int | None = None,
+        truncated: bool = False,
+        *,
+        budget_tokens: int | None = None,
+    ) -> None:
         """One finished request. `status` is the HTTP status code; `ttft_s` only for streamed
         responses; `budget_tokens` the thinking budget sent to the engine (observed when > 0)."""
         tags = {CATEGORY: _label(category), MODEL: _label(model)}
@@ -125,8 +159,9 @@ class RouterMetrics:
     def observe_decision(self, route: str, model: str, skipped: Iterable[str] = ()) -> None:
         self._safe(self.decisions.inc, 1.0, {DECISION_ROUTE: _label(route), MODEL: _label(model)})
         for s in skipped:
-            self._safe(self.fallbacks.inc, 1.0, {DECISION_ROUTE: _label(route), SKIPPED_MODEL: _label(s),
-                                                 MODEL: _label(model)})
+            self._safe(
+                self.fallbacks.inc, 1.0, {DECISION_ROUTE: _label(route), SKIPPED_MODEL: _label(s), MODEL: _label(model)}
+            )
 
     @staticmethod
     def _safe(fn: Callable[..., None], value: float, tags: dict[str, str]) -> None:

@@ -22,11 +22,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from serve_graph import tracing
+from serve_graph.classifier import Classifier, build_classifier
 from serve_graph.config import ModelSpec, ResolvedProfile
 from serve_graph.metrics import RouterMetrics
 from serve_graph.router.api import APIError, model_list, parse_request, read_json_object, sse_packet
 from serve_graph.router.budget import BudgetError
-from serve_graph.classifier import Classifier, build_classifier
 from serve_graph.router.health import HealthTracker, read_serve_status
 from serve_graph.router.plan import Plan, apply_thinking, classify_request, plan_request
 from serve_graph.router.policy import RoutingError

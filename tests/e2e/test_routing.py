@@ -25,8 +25,12 @@ PROMPTS = {
 
 @pytest.mark.parametrize("category", list(PROMPTS))
 def test_auto_routes_by_category(client: httpx.Client, category: str) -> None:
-    body = {"model": "auto", "messages": [{"role": "user", "content": PROMPTS[category]}], "max_tokens": 4,
-            "thinking_token_budget": 0}
+    body = {
+        "model": "auto",
+        "messages": [{"role": "user", "content": PROMPTS[category]}],
+        "max_tokens": 4,
+        "thinking_token_budget": 0,
+    }
     r = client.post("/v1/chat/completions", json=body)
     assert r.status_code == 200, r.text
     assert r.headers["x-serve-graph-category"] == category
@@ -39,8 +43,15 @@ def test_auto_routes_by_category(client: httpx.Client, category: str) -> None:
 def test_different_kinds_reach_different_models(client: httpx.Client) -> None:
     served = set()
     for text in PROMPTS.values():
-        r = client.post("/v1/chat/completions", json={
-            "model": "auto", "messages": [{"role": "user", "content": text}], "max_tokens": 2, "thinking_token_budget": 0})
+        r = client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "auto",
+                "messages": [{"role": "user", "content": text}],
+                "max_tokens": 2,
+                "thinking_token_budget": 0,
+            },
+        )
         assert r.status_code == 200
         served.add(r.headers["x-serve-graph-model"])
     assert len(served) >= 3, served
@@ -52,14 +63,18 @@ def test_follow_up_turn_keeps_the_category(client: httpx.Client) -> None:
         {"role": "assistant", "content": "def reverse(head):\n    prev = None\n    ..."},
         {"role": "user", "content": "now make it faster"},
     ]
-    r = client.post("/v1/chat/completions", json={"model": "auto", "messages": messages, "max_tokens": 2,
-                                                  "thinking_token_budget": 0})
+    r = client.post(
+        "/v1/chat/completions",
+        json={"model": "auto", "messages": messages, "max_tokens": 2, "thinking_token_budget": 0},
+    )
     assert r.status_code == 200 and r.headers["x-serve-graph-category"] == "code"
 
 
 def test_image_content_without_a_vision_model_is_400(client: httpx.Client) -> None:
-    content = [{"type": "text", "text": "What is in this picture?"},
-               {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]
+    content = [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+    ]
     r = client.post("/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": content}]})
     assert r.status_code == 400, r.text
     err = r.json()["error"]

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from serve_graph.config import load_config
+
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.e2e

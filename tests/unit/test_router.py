@@ -1,4 +1,4 @@
-"""The Router's request path without Ray: production code, fake model handles (bench/harness.py).
+"""The Router's request path without Ray: production code, fake model handles (serve_graph/testing).
 Checks what the engine is sent (the budget in the form each family understands) and what the
 client gets back."""
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bench.harness import make_router, post_chat
+from serve_graph.testing.router import make_router, post_chat
 
 MATH = [{"role": "user", "content": "Solve for x: 3x + 7 = 22. Show the steps."}]
 CHAT = [{"role": "user", "content": "What's a good way to spend a rainy Sunday afternoon?"}]

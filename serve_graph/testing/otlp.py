@@ -1,4 +1,4 @@
-"""A real OTLP/HTTP trace receiver for tests (no collector needed).
+"""A real OTLP/HTTP trace receiver for tests and benchmarks (no collector needed).
 
 Listens on 127.0.0.1 (a free port), accepts `POST /v1/traces` with protobuf bodies (gzip or
 deflate encoded too), keeps every span as a plain dict and answers 200 with an empty
