@@ -18,24 +18,12 @@ import pytest
 from serve_graph import tracing
 from serve_graph.config import TracingSettings
 from serve_graph.testing.otlp import OTLPReceiver
+from tests.unit.test_tracing import BODY as TRACING_BODY
+from tests.unit.test_tracing import CLIENT_SPAN, RESPONSE, TRACE_ID, TRACEPARENT
 
 ROOT = Path(__file__).resolve().parents[2]
 
-TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
-CLIENT_SPAN = "00f067aa0ba902b7"
-TRACEPARENT = f"00-{TRACE_ID}-{CLIENT_SPAN}-01"
-
-USAGE = {"prompt_tokens": 11, "completion_tokens": 64, "completion_tokens_details": {"reasoning_tokens": 40}}
-RESPONSE = {
-    "id": "chatcmpl-1",
-    "model": "qwen3-tiny",
-    "choices": [{"index": 0, "finish_reason": "length",
-                 "message": {"role": "assistant", "content": "SECRET-ANSWER", "reasoning": "SECRET-THOUGHT"}}],
-    "usage": USAGE,
-}
-BODY = {"model": "auto", "messages": [{"role": "user", "content": "SECRET-PROMPT"}], "max_tokens": 64,
-        "temperature": 0.6, "top_p": 0.95, "stream": True, "thinking_token_budget": 40,
-        "reasoning_effort": "medium"}
+BODY = {**TRACING_BODY, "reasoning_effort": "medium"}
 
 
 @pytest.fixture
