@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TINY   ?= .tiny-models
 
-.PHONY: setup tiny-models demo test unit fake e2e lint bench clean
+.PHONY: setup tiny-models demo test unit fake test-cluster e2e lint bench clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,11 @@ unit: $(STAMP)
 
 fake: $(STAMP)
 	$(PY) -m pytest -v tests/fake
+
+# Placement (TP groups, accelerator types, unplaceable models) and autoscaling under load on a
+# simulated multi-node GPU cluster, fake engine (~2 min). Also part of `make test`.
+test-cluster: $(STAMP)
+	$(PY) -m pytest -v tests/cluster
 
 e2e: $(STAMP)
 	$(PY) -m pytest -v tests/e2e

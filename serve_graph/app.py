@@ -8,19 +8,25 @@ embeds so a RayService needs no file in the image), and `profile`.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from ray.serve.deployment import Application
 
-from serve_graph.config import ResolvedProfile, ServeGraphConfig, load_config, parse_config
+from serve_graph.config import ModelSpec, ResolvedProfile, ServeGraphConfig, load_config, parse_config
 
 DEFAULT_PROFILE_ENV = "SERVE_GRAPH_PROFILE"
 DEFAULT_CONFIG_ENV = "SERVE_GRAPH_CONFIG"
 # The engine behind every LLMServer. fake: serve_graph.testing.fake_engine (tests, demos without vLLM).
 Engine = Literal["vllm", "fake"]
 ENGINES: tuple[str, ...] = get_args(Engine)
+# name_prefix keeps Ray's usual deployment names (LLMServer:<id>) for our LLMServer subclass.
+DEPLOYMENT_PREFIX = "LLMServer:"
+
+logger = logging.getLogger("serve_graph.app")
 
 
 def load_profile(args: dict[str, Any]) -> ResolvedProfile:
@@ -36,6 +42,7 @@ def load_profile(args: dict[str, Any]) -> ResolvedProfile:
 
 
 def router_options(profile: ResolvedProfile) -> dict[str, Any]:
+    """The Router deployment's options: it autoscales on ongoing requests like a model, never to zero."""
     from serve_graph.tracing import env_for_workers
 
     r = profile.router
@@ -50,8 +57,97 @@ def router_options(profile: ResolvedProfile) -> dict[str, Any]:
             "min_replicas": r.min_replicas,
             "max_replicas": r.max_replicas,
             "target_ongoing_requests": r.target_ongoing_requests,
+            "upscale_delay_s": r.upscale_delay_s,
+            "downscale_delay_s": r.downscale_delay_s,
         },
     }
+
+
+# ---- models that cannot be placed -------------------------------------------------------------------
+
+
+def cluster_nodes() -> list[dict[str, float]]:
+    """Total resources of every live node of the connected Ray cluster (blocking GCS call)."""
+    import ray
+
+    return [dict(n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive")]
+
+
+def placement_report(profile: ResolvedProfile, nodes: list[dict[str, float]] | None = None) -> dict[str, str]:
+    """model id -> why one of its replicas fits none of the cluster's current nodes (models that
+    fit are absent). Such a model stays pending (Serve keeps its replica waiting for a node, the Ray
+    autoscaler may add one); the app and every other model serve meanwhile."""
+    from serve_graph.deployments import placement_problem
+
+    nodes = cluster_nodes() if nodes is None else nodes
+    return {m.id: why for m in profile.models if (why := placement_problem(m, nodes)) is not None}
+
+
+def pending_reason(
+    spec: ModelSpec, replica_states: Mapping[str, int], serve_message: str, nodes: list[dict[str, float]]
+) -> str | None:
+    """Why a model has no running replica while Serve is starting one, or None when it is not
+    pending (it runs, or it sleeps at zero with nothing to start). Pure: `replica_states` is Serve's
+    per-state replica count of the deployment (state names as strings), `serve_message` its status
+    message, `nodes` the cluster's node totals.
+
+    The reason is, in order: our placement check ("no node has accelerator_type:B200 ..."), else
+    Serve's own message (after RAY_SERVE_SLOW_STARTUP_WARNING_S, 30 s by default, it names the
+    resources a replica waits for), else "starting".
+    """
+    from serve_graph.deployments import placement_problem
+
+    if replica_states.get("RUNNING", 0) > 0 or not replica_states.get("STARTING", 0):
+        return None
+    return placement_problem(spec, nodes) or serve_message or "starting: replica scheduled, engine loading"
+
+
+def pending_models(
+    profile: ResolvedProfile, app_name: str, nodes: list[dict[str, float]] | None = None
+) -> dict[str, str]:
+    """model id -> why it is pending (see `pending_reason`), from Serve's controller and the
+    cluster's nodes (blocking calls; run it off the event loop)."""
+    from ray import serve
+
+    app = serve.status().applications.get(app_name)
+    if app is None:
+        return {}
+    nodes = cluster_nodes() if nodes is None else nodes
+    out: dict[str, str] = {}
+    for m in profile.models:
+        dep = app.deployments.get(deployment_name(m.id))
+        if dep is None:
+            continue
+        states = {str(getattr(s, "value", s)): n for s, n in dep.replica_states.items()}
+        if (why := pending_reason(m, states, dep.message, nodes)) is not None:
+            out[m.id] = why
+    return out
+
+
+def deployment_name(model_id: str) -> str:
+    """The Serve deployment of a model (Ray's LLM builder naming, with our `LLMServer:` prefix)."""
+    return DEPLOYMENT_PREFIX + model_id.replace("/", "--").replace(".", "_")
+
+
+def log_unplaceable(profile: ResolvedProfile, nodes: list[dict[str, float]] | None = None) -> None:
+    """At build time, on a live cluster (or given nodes): say which models cannot be placed on its
+    nodes, and why."""
+    import ray
+
+    if nodes is None and not ray.is_initialized():
+        return
+    try:
+        report = placement_report(profile, nodes)
+    except Exception as e:  # noqa: BLE001 - a GCS hiccup must not stop the app from deploying
+        logger.warning("placement check skipped: %s", e)
+        return
+    for m in profile.models:
+        if (why := report.get(m.id)) is None:
+            continue
+        asleep = not (m.autoscaling.initial_replicas or m.autoscaling.min_replicas)
+        logger.warning("model %s cannot be placed on the cluster's current nodes; %s until a node that fits "
+                       "joins (the other models serve): %s", m.id,
+                       "once woken it stays pending" if asleep else "it stays pending", why)
 
 
 def build_graph(
@@ -73,11 +169,11 @@ def build_graph(
 
         bind_kwargs["engine_cls"] = FakeEngine
     configs = llm_configs(profile, fake_engine=dict(fake_engine or {}) if engine == "fake" else None)
-    # name_prefix keeps Ray's usual deployment names (LLMServer:<id>) for our LLMServer subclass.
     servers = {
-        model_id: build_llm_deployment(cfg, name_prefix="LLMServer:", bind_kwargs=bind_kwargs)
+        model_id: build_llm_deployment(cfg, name_prefix=DEPLOYMENT_PREFIX, bind_kwargs=bind_kwargs)
         for model_id, cfg in configs.items()
     }
+    log_unplaceable(profile)
     return Router.options(**router_options(profile)).bind(profile.model_dump(mode="json"), servers)
 
 

@@ -2,6 +2,7 @@
 
     serve-graph validate [--config models.yaml]             check the file, list each profile
     serve-graph render --profile P [--config F]             Serve config YAML on stdout
+    serve-graph render --profile P --into cluster/rayservice.yaml   ... into a RayService's serveConfigV2
     serve-graph make-tiny-models DIR                        random-weight Qwen3 / Qwen3-MoE for CPU
     serve-graph classify [--config F --profile P] < in.jsonl one {"category","confidence"} per line
     serve-graph explain "prompt" [--config F --profile P]   the full routing decision, and why
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,11 +33,12 @@ def _cmd_validate(ns: argparse.Namespace) -> int:
 
 def render(config: str, profile: str, app_name: str = "serve_graph") -> dict[str, Any]:
     """A Serve config that is self-contained: the validated models.yaml travels inline in `args`
-    (local sources made absolute), so a RayService or `serve run serve_config.yaml` needs no
-    file beside it."""
+    with only the rendered profile (local sources made absolute), so a RayService or
+    `serve run serve_config.yaml` needs no file beside it."""
     path = Path(config)
     raw = yaml.safe_load(path.read_text())
     parse_config(raw, str(path), path.parent.resolve()).resolve(profile)  # fail here, not on the cluster
+    models = {**raw, "profiles": {profile: raw["profiles"][profile]}}
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": "0.0.0.0", "port": 8000},
@@ -44,14 +47,78 @@ def render(config: str, profile: str, app_name: str = "serve_graph") -> dict[str
                 "name": app_name,
                 "route_prefix": "/",
                 "import_path": "serve_graph.app:build_app",
-                "args": {"profile": profile, "models": raw},
+                "args": {"profile": profile, "models": models},
             }
         ],
     }
 
 
+class _RenderDumper(yaml.SafeDumper):
+    """Multi-line strings (the early-stop text) as one double-quoted line with `\\n` escapes."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"' if "\n" in value else None)
+
+
+_RenderDumper.add_representer(str, _str)
+
+
+def render_text(serve_config: dict[str, Any]) -> str:
+    """The Serve config as YAML, byte for byte what `render` prints and what `--into` embeds."""
+    return yaml.dump(serve_config, Dumper=_RenderDumper, sort_keys=False, width=4096)
+
+
+_SERVE_CONFIG_KEY = re.compile(r"^(?P<indent>[ ]*)serveConfigV2:[ ]*\|[-+]?[ ]*(#.*)?$")
+
+
+def embed_serve_config(manifest: str, serve_config_text: str) -> str:
+    """`manifest` (a KubeRay RayService) with its `serveConfigV2: |` block replaced by
+    `serve_config_text`; every other line, comments included, stays as it was."""
+    lines = manifest.splitlines(keepends=True)
+    keys = [(i, m) for i, line in enumerate(lines) if (m := _SERVE_CONFIG_KEY.match(line.rstrip("\n")))]
+    if len(keys) != 1:
+        raise ValueError(f"expected exactly one `serveConfigV2: |` block, found {len(keys)}")
+    start, key = keys[0]
+    indent = len(key["indent"])
+
+    def inside(line: str) -> bool:
+        return not line.strip() or len(line) - len(line.lstrip(" ")) > indent
+
+    end = start + 1
+    while end < len(lines) and inside(lines[end]):
+        end += 1
+    while end > start + 1 and not lines[end - 1].strip():  # blank lines after the block stay
+        end -= 1
+    pad = " " * (indent + 2)
+    body = "".join(pad + line if line.strip() else line for line in serve_config_text.splitlines(keepends=True))
+    return "".join(lines[:start]) + f"{' ' * indent}serveConfigV2: |\n" + body + "".join(lines[end:])
+
+
+def serve_config_in(manifest: str) -> str | None:
+    """The serveConfigV2 text of the RayService in a (multi-document) manifest."""
+    for doc in yaml.safe_load_all(manifest):
+        if isinstance(doc, dict) and doc.get("kind") == "RayService":
+            text = (doc.get("spec") or {}).get("serveConfigV2")
+            return text if isinstance(text, str) else None
+    return None
+
+
 def _cmd_render(ns: argparse.Namespace) -> int:
-    yaml.safe_dump(render(ns.config, ns.profile, ns.app_name), sys.stdout, sort_keys=False)
+    text = render_text(render(ns.config, ns.profile, ns.app_name))
+    if ns.into is None:
+        sys.stdout.write(text)
+        return 0
+    target = Path(ns.into)
+    try:
+        updated = embed_serve_config(target.read_text(), text)
+        if serve_config_in(updated) != text:  # never write a manifest that would not round-trip
+            raise ValueError("the embedded serveConfigV2 would not read back as rendered")
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        print(f"{target}: {e}", file=sys.stderr)
+        return 2
+    target.write_text(updated)
+    print(f"{target}: serveConfigV2 <- profile {ns.profile} of {ns.config}", file=sys.stderr)
     return 0
 
 
@@ -131,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", default="models.yaml")
     r.add_argument("--profile", required=True)
     r.add_argument("--app-name", default="serve_graph")
+    r.add_argument("--into", metavar="MANIFEST",
+                   help="replace the serveConfigV2 block of this KubeRay RayService manifest (rest kept)")
     r.set_defaults(fn=_cmd_render)
 
     t = sub.add_parser("make-tiny-models", help="write tiny random-weight Qwen3 checkpoints")

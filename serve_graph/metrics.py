@@ -13,7 +13,7 @@ Label values are bounded by the catalog (models, categories, routes) and HTTP st
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 PREFIX = "serve_graph_router_"
@@ -31,13 +31,10 @@ THINKING_BUDGET = PREFIX + "thinking_budget_tokens"
 THINKING_TRUNCATED = PREFIX + "thinking_truncated"
 
 # Tag keys. "route" is avoided: ray.serve.metrics reserves it for the HTTP route.
-CATEGORY, MODEL, DECISION_ROUTE, STATUS, SKIPPED_MODEL = (
-    "category",
-    "model",
-    "decision_route",
-    "status",
-    "skipped_model",
-)
+CATEGORY, MODEL, DECISION_ROUTE, STATUS = "category", "model", "decision_route", "status"
+# fallbacks: the candidate passed over, the model that served instead ("none": the request failed)
+# and why (no_replica, scaled_to_zero, replica_died, backpressure, upstream_error).
+FROM, TO, REASON = "from", "to", "reason"
 
 LATENCY_BUCKETS_S = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]
 TTFT_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
@@ -108,8 +105,8 @@ class RouterMetrics:
         self.decisions = b.counter(DECISIONS, "Routing decisions by route and chosen model.", (DECISION_ROUTE, MODEL))
         self.fallbacks = b.counter(
             FALLBACKS,
-            "Candidates skipped as unhealthy, by skipped and chosen model.",
-            (DECISION_ROUTE, SKIPPED_MODEL, MODEL),
+            "Candidates passed over before the first byte, by that model, the model that served and why.",
+            (FROM, TO, REASON),
         )
         self.reasoning = b.histogram(
             REASONING_TOKENS, "Reasoning tokens per request (from usage).", TOKEN_BUCKETS, (CATEGORY, MODEL)
@@ -156,12 +153,13 @@ class RouterMetrics:
     def observe_classifier(self, ms: float) -> None:
         self._safe(self.classifier.observe, max(ms, 0.0) / 1000.0, {})
 
-    def observe_decision(self, route: str, model: str, skipped: Iterable[str] = ()) -> None:
+    def observe_decision(self, route: str, model: str) -> None:
+        """The route taken and the model that finally got the request (after any failover)."""
         self._safe(self.decisions.inc, 1.0, {DECISION_ROUTE: _label(route), MODEL: _label(model)})
-        for s in skipped:
-            self._safe(
-                self.fallbacks.inc, 1.0, {DECISION_ROUTE: _label(route), SKIPPED_MODEL: _label(s), MODEL: _label(model)}
-            )
+
+    def observe_fallback(self, from_model: str, to_model: str | None, reason: str) -> None:
+        """One candidate passed over; `to_model` None when no candidate served the request."""
+        self._safe(self.fallbacks.inc, 1.0, {FROM: _label(from_model), TO: _label(to_model), REASON: _label(reason)})
 
     @staticmethod
     def _safe(fn: Callable[..., None], value: float, tags: dict[str, str]) -> None:

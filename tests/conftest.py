@@ -8,7 +8,9 @@ replicas and engine processes cache there too (tests/fake checks it).
 
 Also here: the one local Ray cluster + Serve proxy of a session (`serve_cluster`), shared by the
 fake-engine tier (tests/fake) and the vLLM tier (tests/e2e), and the tier order: unit tests first,
-then the fake tier, then e2e (fast failures first; the fake app is gone before the engines start).
+then the fake tier, then the simulated-cluster tier (tests/cluster: its own multi-node Ray session in
+a subprocess, so it needs no fixture here), then e2e (fast failures first; the fake app is gone
+before the engines start).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(TEST_CACHE_ROOT, ignore_errors=True)
 
 
-_TIER_ORDER = {"fake": 1, "e2e": 2}
+_TIER_ORDER = {"fake": 1, "cluster": 2, "e2e": 3}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

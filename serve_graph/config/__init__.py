@@ -28,6 +28,8 @@ from serve_graph.config.base import ConfigError, Section, is_extension
 from serve_graph.config.budgets import EFFORTS, BudgetPolicy, CategoryBudget, Effort, Tokens
 from serve_graph.config.catalog import (
     AUTO_MODEL,
+    DEFAULT_MAX_QUEUED_REQUESTS,
+    PLACEMENT_STRATEGIES,
     TIERS,
     Architecture,
     Autoscaling,
@@ -35,6 +37,7 @@ from serve_graph.config.catalog import (
     EngineSettings,
     Family,
     ModelSpec,
+    PlacementStrategy,
     Resources,
     Tier,
 )
@@ -45,7 +48,9 @@ from serve_graph.config.tracing import OtlpProtocol, TracingSettings
 
 __all__ = [
     "AUTO_MODEL",
+    "DEFAULT_MAX_QUEUED_REQUESTS",
     "EFFORTS",
+    "PLACEMENT_STRATEGIES",
     "TIERS",
     "Architecture",
     "Autoscaling",
@@ -59,6 +64,7 @@ __all__ = [
     "Family",
     "ModelSpec",
     "OtlpProtocol",
+    "PlacementStrategy",
     "Profile",
     "ResolvedProfile",
     "Resources",

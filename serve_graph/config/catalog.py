@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -59,34 +59,99 @@ class EngineSettings(Section):
         return v
 
 
+# How the bundles of one replica (its TP x PP engine workers) may spread over nodes: Ray's placement
+# group strategies. STRICT_PACK (the default) keeps a replica on one node or leaves it pending.
+PlacementStrategy = Literal["STRICT_PACK", "PACK", "SPREAD", "STRICT_SPREAD"]
+PLACEMENT_STRATEGIES: tuple[str, ...] = get_args(PlacementStrategy)
+
+
 class Resources(Section):
-    """What one engine worker reserves from Ray (one bundle per TP x PP worker)."""
+    """What one engine worker reserves from Ray (one bundle per TP x PP worker) and where a
+    replica's bundles may go."""
 
     accelerator_type: str | None = Field(
-        None, description="Ray accelerator type, e.g. H100, A100, L4; None with gpus_per_worker 0 = CPU."
+        None,
+        description="Ray accelerator type, e.g. H100, A100, L4: every bundle asks for a sliver of the "
+        "node's `accelerator_type:<X>` resource, so the model only runs on nodes of that type. "
+        "None with gpus_per_worker 0 = CPU.",
     )
     gpus_per_worker: float = Field(1.0, ge=0)
     cpus_per_worker: float = Field(1.0, ge=0)
     replica_cpus: float = Field(
         0.0, ge=0, description="CPU for the replica actor itself (it mostly waits on the engine)."
     )
+    placement_strategy: PlacementStrategy = Field(
+        "STRICT_PACK",
+        description="Ray placement group strategy for one replica's bundles. STRICT_PACK: all on one "
+        "node, else the replica stays pending (a TP group over the network is too slow to be worth "
+        "it). PACK: one node if possible, else spill over (pipeline stages across nodes).",
+    )
+
+    @model_validator(mode="after")
+    def _accelerator_needs_gpus(self) -> Resources:
+        if self.accelerator_type is not None and self.is_cpu:
+            raise ValueError(
+                f"accelerator_type {self.accelerator_type!r} needs gpus_per_worker > 0 "
+                "(gpus_per_worker 0 means a CPU engine)"
+            )
+        return self
 
     @property
     def is_cpu(self) -> bool:
         return self.gpus_per_worker == 0
 
+    @property
+    def accelerator_resource(self) -> str | None:
+        """Ray's custom resource for the accelerator type (every node of that type has 1 of it)."""
+        return f"accelerator_type:{self.accelerator_type}" if self.accelerator_type else None
+
+
+# Requests one caller (a router replica) may queue for a model while every replica is at
+# max_ongoing_requests (or none is running); beyond it Serve raises back-pressure at once instead of
+# queueing. Ray's default is -1 (no limit): an unbounded queue turns overload and a dead or sleeping
+# replica into unbounded waits. 128 absorbs a burst while Serve adds replicas.
+DEFAULT_MAX_QUEUED_REQUESTS = 128
+UNLIMITED = -1
+
 
 class Autoscaling(Section):
     """Serve autoscaling. `target_ongoing_requests` is required: Ray's LLM default is 1e9, which
-    means min/max replicas alone never scale up (platform notes)."""
+    means min/max replicas alone never scale up (platform notes).
+
+    min_replicas 0 is scale to zero: the model sleeps until a request arrives (Serve starts
+    `initial_replicas`, default min_replicas, at deploy time) and does not make /healthz fail.
+    """
 
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
-    initial_replicas: int | None = Field(None, ge=0)
-    target_ongoing_requests: float = Field(gt=0)
-    max_ongoing_requests: int = Field(64, gt=0, description="Per replica, queued beyond this.")
-    upscale_delay_s: float = Field(30.0, ge=0)
-    downscale_delay_s: float = Field(600.0, ge=0)
+    initial_replicas: int | None = Field(
+        None, ge=0, description="Replicas at deploy time; None = min_replicas (0: start asleep)."
+    )
+    target_ongoing_requests: float = Field(gt=0, description="Ongoing + queued requests per replica to aim at.")
+    max_ongoing_requests: int = Field(64, gt=0, description="Per replica; beyond it requests queue at the caller.")
+    max_queued_requests: int = Field(
+        DEFAULT_MAX_QUEUED_REQUESTS,
+        description="Per caller (router replica): requests queued for this model beyond the replicas' "
+        "max_ongoing_requests; then Serve answers back-pressure. -1 or null: no limit (Ray's default).",
+    )
+    upscale_delay_s: float = Field(30.0, ge=0, description="Load must stay above target this long to add replicas.")
+    downscale_delay_s: float = Field(600.0, ge=0, description="Load must stay below target this long to remove one.")
+    downscale_to_zero_delay_s: float | None = Field(
+        None, ge=0, description="The 1 -> 0 step when min_replicas is 0; None = downscale_delay_s."
+    )
+    look_back_period_s: float = Field(30.0, gt=0, description="Window the load is averaged over (Ray's default).")
+
+    @field_validator("max_queued_requests", mode="before")
+    @classmethod
+    def _unlimited(cls, v: Any) -> Any:
+        return UNLIMITED if v is None else v
+
+    @field_validator("max_queued_requests")
+    @classmethod
+    def _queue_bound(cls, v: int) -> int:
+        if v != UNLIMITED and v < 1:
+            raise ValueError(f"must be -1 or null (no limit) or at least 1, got {v}")
+        return v
 
     @model_validator(mode="after")
     def _bounds(self) -> Autoscaling:
@@ -97,13 +162,25 @@ class Autoscaling(Section):
         if self.initial_replicas is not None and not (
             self.min_replicas <= self.initial_replicas <= self.max_replicas
         ):
-            raise ValueError("initial_replicas must lie between min_replicas and max_replicas")
+            raise ValueError(
+                f"initial_replicas ({self.initial_replicas}) must lie between min_replicas "
+                f"({self.min_replicas}) and max_replicas ({self.max_replicas})"
+            )
         if self.target_ongoing_requests > self.max_ongoing_requests:
             raise ValueError(
                 f"target_ongoing_requests ({self.target_ongoing_requests}) > max_ongoing_requests "
                 f"({self.max_ongoing_requests}): the target could never be reached"
             )
+        if self.downscale_to_zero_delay_s is not None and self.min_replicas > 0:
+            raise ValueError(
+                f"downscale_to_zero_delay_s applies only with min_replicas 0 (scale to zero); "
+                f"min_replicas is {self.min_replicas}"
+            )
         return self
+
+    @property
+    def scales_to_zero(self) -> bool:
+        return self.min_replicas == 0
 
 
 class ModelSpec(Section):
@@ -125,6 +202,7 @@ class ModelSpec(Section):
     def _consistent(self) -> ModelSpec:
         self._check_family()
         self._check_parallelism()
+        self._check_placement()
         if self.engine.max_model_len is not None and self.engine.max_model_len > self.context_length:
             raise ValueError(
                 f"engine.max_model_len ({self.engine.max_model_len}) exceeds context_length "
@@ -155,6 +233,20 @@ class ModelSpec(Section):
             raise ValueError(
                 f"engine.tensor_parallel_size {tp} and num_key_value_heads {kv}: neither divides the other"
             )
+
+    def _check_placement(self) -> None:
+        """A tensor-parallel group talks over NVLink/PCIe on every layer: never spread it."""
+        tp, strategy = self.engine.tensor_parallel_size, self.resources.placement_strategy
+        if tp > 1 and strategy in ("SPREAD", "STRICT_SPREAD"):
+            raise ValueError(
+                f"resources.placement_strategy {strategy} would split the tensor_parallel_size {tp} group "
+                "across nodes: use STRICT_PACK (one node) or PACK"
+            )
+
+    @property
+    def workers(self) -> int:
+        """Engine workers of one replica, one placement bundle each (TP x PP)."""
+        return self.engine.tensor_parallel_size * self.engine.pipeline_parallel_size
 
     @property
     def max_model_len(self) -> int:

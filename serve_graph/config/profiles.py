@@ -13,19 +13,34 @@ from serve_graph.config.tracing import TracingSettings
 
 class RouterSettings(Section):
     """The router deployment. It only waits on handles, so it asks Ray for (almost) no CPU and
-    never queues behind an engine for a slot."""
+    never queues behind an engine for a slot. It autoscales like a model (Serve's autoscaler on
+    ongoing requests per replica) but never to zero: it is the ingress."""
 
     num_cpus: float = Field(0.0, ge=0)
     min_replicas: int = Field(1, ge=1)
     max_replicas: int = Field(2, ge=1)
     target_ongoing_requests: float = Field(64, gt=0)
     max_ongoing_requests: int = Field(1024, gt=0)
+    upscale_delay_s: float = Field(30.0, ge=0, description="Load above target this long adds a router replica.")
+    downscale_delay_s: float = Field(600.0, ge=0, description="Load below target this long removes one.")
     request_timeout_s: float = Field(600, gt=0)
+    # Failover before the first byte (router/failover.py): a request tries its route's candidates in
+    # order, at most `max_attempts` of them, and spends at most `failover_budget_s` on the ones that
+    # fail; a call waits at most `replica_wait_s` for a replica before the router asks whether the
+    # deployment has any live one (a busy, live replica is waited for: that is load, not failure).
+    max_attempts: int = Field(3, ge=1, description="Candidates one request may try before its first byte.")
+    replica_wait_s: float = Field(1.0, gt=0, description="Wait for a replica before checking it exists.")
+    failover_budget_s: float = Field(10.0, gt=0, description="Total wait on failed candidates per request.")
 
     @model_validator(mode="after")
     def _bounds(self) -> RouterSettings:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})")
+        if self.target_ongoing_requests > self.max_ongoing_requests:
+            raise ValueError(
+                f"target_ongoing_requests ({self.target_ongoing_requests}) > max_ongoing_requests "
+                f"({self.max_ongoing_requests}): the target could never be reached"
+            )
         return self
 
 

@@ -1,8 +1,8 @@
 """OpenAI wire format helpers: the error shape, request parsing, model listing, SSE framing.
 
 Request bodies are validated with vLLM's own protocol models (what the engine consumes), but
-every failure is turned into OpenAI's error shape here, with the offending field as `param`,
-so a client never sees a 500 or FastAPI's native 422 for bad input.
+every failure is an `InvalidRequest` naming the offending field as `param`, rendered in OpenAI's
+error shape by `APIError`, so a client never sees a 500 or FastAPI's native 422 for bad input.
 """
 
 from __future__ import annotations
@@ -16,16 +16,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from serve_graph.config import AUTO_MODEL, ResolvedProfile
+from serve_graph.router.errors import InvalidRequest, ServeGraphError, error_kind
 
 M = TypeVar("M", bound=BaseModel)
 
-_TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 408: "timeout_error",
-          413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
-          503: "service_unavailable", 500: "server_error"}
-
 
 class APIError(Exception):
-    """Raised anywhere in the router; rendered once, in the OpenAI error shape."""
+    """An answer in OpenAI's error shape. Built from a typed error through the one table
+    (`APIError.of`, `serve_graph.router.errors.ERRORS`), or directly for HTTP-level errors
+    (unknown path, wrong method) that never reach the request path."""
 
     def __init__(self, status: int, message: str, *, param: str | None = None,
                  code: str | None = None, type: str | None = None) -> None:
@@ -34,7 +33,18 @@ class APIError(Exception):
         self.message = message
         self.param = param
         self.code = code
-        self.type = type or _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+        self.type = type or ("invalid_request_error" if status < 500 else "server_error")
+
+    @classmethod
+    def of(cls, exc: BaseException) -> APIError:
+        """Any exception of the request path, as the client sees it (a bug is a 500 that names
+        only the exception's class)."""
+        if isinstance(exc, APIError):
+            return exc
+        kind = error_kind(exc)
+        if isinstance(exc, ServeGraphError):
+            return cls(kind.status, exc.message, param=exc.param, code=kind.code, type=kind.type)
+        return cls(kind.status, f"internal error: {type(exc).__name__}", code=kind.code, type=kind.type)
 
     def response(self, headers: dict[str, str] | None = None) -> JSONResponse:
         return JSONResponse(status_code=self.status, content=self.body(), headers=headers)
@@ -47,13 +57,13 @@ async def read_json_object(request: Request) -> dict[str, Any]:
     """The body as a JSON object, or a 400 that says what is wrong with it."""
     raw = await request.body()
     if not raw:
-        raise APIError(400, "request body is empty; expected a JSON object", code="invalid_json")
+        raise InvalidRequest("request body is empty; expected a JSON object", code="invalid_json")
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise APIError(400, f"request body is not valid JSON: {e}", code="invalid_json") from None
+        raise InvalidRequest(f"request body is not valid JSON: {e}", code="invalid_json") from None
     if not isinstance(data, dict):
-        raise APIError(400, f"request body must be a JSON object, got {type(data).__name__}", code="invalid_json")
+        raise InvalidRequest(f"request body must be a JSON object, got {type(data).__name__}", code="invalid_json")
     return data
 
 
@@ -86,10 +96,10 @@ def parse_request(model: type[M], data: dict[str, Any]) -> M:
         param = _loc_to_param(tuple(first["loc"]))
         msg = first["msg"].removeprefix("Value error, ")
         where = f"{param}: " if param else ""
-        raise APIError(400, f"{where}{msg}", param=param, code="invalid_value") from None
+        raise InvalidRequest(f"{where}{msg}", param=param) from None
     except _CLIENT_ERRORS as err:  # validators that raise outside pydantic's wrapping
         param = getattr(err, "parameter", None)
-        raise APIError(400, str(err), param=param, code="invalid_value") from None
+        raise InvalidRequest(str(err), param=param) from None
 
 
 def model_list(profile: ResolvedProfile) -> dict[str, Any]:

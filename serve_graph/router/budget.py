@@ -14,7 +14,7 @@ Precedence, first that applies wins (the client's most specific wish beats our g
 
 Then the caps, because thinking tokens are completion tokens: a budget that eats all of
 `max_tokens` (or the context) leaves no room for the answer, which is worse than thinking less.
-A malformed field is a `BudgetError` naming it, even when a higher-precedence field would have won:
+A malformed field is an `InvalidRequest` naming it (`param`), even when a higher-precedence field would have won:
 a typo must surface as a 400, not be silently masked by another field.
 
 The policy itself (`BudgetPolicy`, the `budgets:` section) is config: `serve_graph.config.budgets`.
@@ -29,17 +29,14 @@ from typing import Any, TypeGuard
 
 from serve_graph.config import EFFORTS, BudgetPolicy, Effort
 from serve_graph.messages import iter_latest_texts
+from serve_graph.router.errors import InvalidRequest
 
-__all__ = ["Budget", "BudgetError", "BudgetRequest", "resolve_budget", "soft_switch"]
+__all__ = ["Budget", "BudgetRequest", "resolve_budget", "soft_switch"]
 
 
-class BudgetError(ValueError):
-    """A request field that cannot yield a budget; the router answers 400 naming `param`."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(f"{param}: {message}")
-        self.param = param
-        self.message = message
+def _invalid(param: str, problem: str) -> InvalidRequest:
+    """A field that cannot yield a budget; the message starts with the field's name."""
+    return InvalidRequest(f"{param}: {problem}", param=param)
 
 
 @dataclass(frozen=True)
@@ -140,7 +137,7 @@ def _explicit(value: Any) -> int | None:
     if value is None:
         return None
     if not _is_int(value) or value < 0:
-        raise BudgetError("thinking_token_budget", f"must be an integer >= 0, got {value!r}")
+        raise _invalid("thinking_token_budget", f"must be an integer >= 0, got {value!r}")
     return value
 
 
@@ -148,7 +145,7 @@ def _effort(value: Any) -> Effort | None:
     if value is None:
         return None
     if not isinstance(value, str) or value not in EFFORTS:
-        raise BudgetError("reasoning_effort", f"must be one of {', '.join(EFFORTS)}; got {value!r}")
+        raise _invalid("reasoning_effort", f"must be one of {', '.join(EFFORTS)}; got {value!r}")
     return value  # type: ignore[return-value]
 
 
@@ -156,12 +153,12 @@ def _enable_thinking(kwargs: Any) -> bool | None:
     if kwargs is None:
         return None
     if not isinstance(kwargs, Mapping):
-        raise BudgetError("chat_template_kwargs", f"must be an object, got {type(kwargs).__name__}")
+        raise _invalid("chat_template_kwargs", f"must be an object, got {type(kwargs).__name__}")
     value = kwargs.get("enable_thinking")
     if value is None:
         return None
     if not isinstance(value, bool):
-        raise BudgetError("chat_template_kwargs.enable_thinking", f"must be true or false, got {value!r}")
+        raise _invalid("chat_template_kwargs.enable_thinking", f"must be true or false, got {value!r}")
     return value
 
 
@@ -174,7 +171,7 @@ def _max_out(req: BudgetRequest) -> tuple[int | None, str | None]:
         if value is None:
             continue
         if not _is_int(value) or value < 1:
-            raise BudgetError(name, f"must be an integer >= 1, got {value!r}")
+            raise _invalid(name, f"must be an integer >= 1, got {value!r}")
         found = (value, name)
     return found
 

@@ -2,6 +2,9 @@
 
 Serve's controller knows each deployment's running replicas; asking it per request would put a
 controller round-trip on the hot path, so a background task polls it and the router reads a set.
+A model whose call just failed is marked down at once (`mark_down`), so that following requests
+skip it without waiting for the poll; the mark holds until a poll that started after it sees a
+running replica again.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+from serve_graph.router.errors import FallbackReason
 
 logger = logging.getLogger("serve_graph.health")
 
@@ -62,12 +67,16 @@ class HealthTracker:
             m: ModelHealth(deployment=d, min_replicas=mn) for m, (d, mn) in self._deployments.items()
         }
         self._task: asyncio.Task[None] | None = None
+        self._polls = 0  # polls started so far
+        self._marks: dict[str, tuple[FallbackReason, int]] = {}  # model -> (reason, polls started before it)
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def refresh(self) -> None:
+        self._polls += 1
+        poll = self._polls
         try:
             status = await asyncio.to_thread(self._probe)
         except Exception as e:  # a controller hiccup must not take the router down
@@ -78,6 +87,25 @@ class HealthTracker:
                            running=status.get(d, ("MISSING", 0))[1])
             for m, (d, mn) in self._deployments.items()
         }
+        for m, (_, marked_at) in list(self._marks.items()):
+            if poll > marked_at and self.snapshot[m].ready:
+                del self._marks[m]
+
+    def mark_down(self, model: str, reason: FallbackReason) -> None:
+        """A call to `model` just failed: treat it as down until a later poll confirms it."""
+        if model in self._deployments:
+            self._marks[model] = (reason, self._polls)
+
+    def marked(self, model: str) -> FallbackReason | None:
+        mark = self._marks.get(model)
+        return mark[0] if mark else None
+
+    def min_replicas(self, model: str) -> int:
+        return self._deployments[model][1]
+
+    def ready(self, model: str) -> bool:
+        h = self.snapshot.get(model)
+        return bool(h and h.ready)
 
     async def _run(self) -> None:
         while True:
@@ -86,7 +114,8 @@ class HealthTracker:
 
     @property
     def healthy(self) -> frozenset[str]:
-        return frozenset(m for m, h in self.snapshot.items() if h.ready)
+        """Models with a running replica at the last poll and no failure marked since."""
+        return frozenset(m for m, h in self.snapshot.items() if h.ready and m not in self._marks)
 
     @property
     def serving(self) -> bool:

@@ -78,12 +78,12 @@ def plan_request(
 
     The budget is resolved twice: first from the request alone (a routing input: 0 means the
     non-thinking path, a large one may escalate), then against the chosen model's context.
-    Raises BudgetError / RoutingError for the router to turn into 4xx.
+    Raises the typed errors of `serve_graph.router.errors` (InvalidRequest, ModelNotFound,
+    NotServable) for the router to answer with their 4xx.
     """
     model = data.get("model")
     images = kind == "chat" and has_images(data.get("messages"))
-    confident = classification is not None and classification.confidence >= profile.confidence_threshold
-    category = classification.category if confident and classification else None
+    category = _category(classification, profile)
 
     budget_req = BudgetRequest.from_body(data) if kind == "chat" else None
     budget = resolve_budget(budget_req, category, profile.budgets) if budget_req else None
@@ -95,11 +95,31 @@ def plan_request(
     )
     routed = model in (None, "", AUTO_MODEL)
     decision = decide(route_req, profile, healthy, classification if routed else None)
-    if budget_req is not None:
-        spec = profile.model(decision.model)
-        assert spec is not None  # decide() only returns catalog ids
-        budget = resolve_budget(budget_req, category, profile.budgets,
-                                context_len=spec.max_model_len, prompt_tokens=estimate_prompt_tokens(data))
-        if not spec.capabilities.thinking:
-            budget = dataclasses.replace(budget, tokens=0, capped_by="model_cannot_think")
-    return Plan(decision=decision, classification=classification, budget=budget)
+    plan = Plan(decision=decision, classification=classification, budget=budget)
+    return _budget_for(plan, kind, data, profile)
+
+
+def plan_for_model(plan: Plan, kind: str, data: dict[str, Any], profile: ResolvedProfile,
+                   model: str, why: str) -> Plan:
+    """The same plan served by another candidate of its route (failover): the budget is resolved
+    again against that model's context and thinking capability; `why` joins the reason."""
+    decision = dataclasses.replace(plan.decision, model=model, reason=f"{plan.decision.reason}; {why}")
+    return _budget_for(dataclasses.replace(plan, decision=decision), kind, data, profile)
+
+
+def _category(classification: Classification | None, profile: ResolvedProfile) -> str | None:
+    confident = classification is not None and classification.confidence >= profile.confidence_threshold
+    return classification.category if confident and classification else None
+
+
+def _budget_for(plan: Plan, kind: str, data: dict[str, Any], profile: ResolvedProfile) -> Plan:
+    """The request's budget capped for the plan's model (chat only)."""
+    if kind != "chat":
+        return plan
+    spec = profile.model(plan.decision.model)
+    assert spec is not None  # decide() only returns catalog ids
+    budget = resolve_budget(BudgetRequest.from_body(data), _category(plan.classification, profile), profile.budgets,
+                            context_len=spec.max_model_len, prompt_tokens=estimate_prompt_tokens(data))
+    if not spec.capabilities.thinking:
+        budget = dataclasses.replace(budget, tokens=0, capped_by="model_cannot_think")
+    return dataclasses.replace(plan, budget=budget)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from serve_graph.config import AUTO_MODEL, ResolvedProfile
+from serve_graph.router.errors import ModelNotFound, NotServable
 
 
 class ClassificationLike(Protocol):
@@ -49,17 +50,6 @@ class Decision:
     skipped: tuple[str, ...] = field(default=())  # candidates passed over as unhealthy
 
 
-class RoutingError(Exception):
-    """A request the catalog cannot serve; carries the OpenAI error fields."""
-
-    def __init__(self, status: int, message: str, *, code: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
-
-
 def decide(
     request: RouteRequest,
     profile: ResolvedProfile,
@@ -77,8 +67,7 @@ def decide(
         return _explicit(request, profile)
     if request.has_images:
         if not profile.vision_route:
-            raise RoutingError(
-                400,
+            raise NotServable(
                 "the request contains image content but no model in the catalog accepts images",
                 code="vision_not_supported",
                 param="messages",
@@ -131,8 +120,7 @@ def _fit_budget(
                 if dropped:
                     why += f"; budget 0: thinking-only {', '.join(dropped)} excluded"
                 return fit, why
-        raise RoutingError(
-            400,
+        raise NotServable(
             "thinking budget 0 was asked for, but every model in the catalog always thinks",
             code="no_non_thinking_model",
             param="thinking_token_budget",
@@ -144,16 +132,14 @@ def _fit_budget(
 def _explicit(request: RouteRequest, profile: ResolvedProfile) -> Decision:
     spec = profile.model(request.model or "")
     if spec is None:
-        raise RoutingError(
-            404,
+        raise ModelNotFound(
             f"The model `{request.model}` does not exist. Available: "
             f"{', '.join([AUTO_MODEL, *(m.id for m in profile.models)])}",
             code="model_not_found",
             param="model",
         )
     if request.has_images and not spec.capabilities.vision:
-        raise RoutingError(
-            400,
+        raise NotServable(
             f"model `{spec.id}` does not accept image content",
             code="vision_not_supported",
             param="messages",

@@ -15,7 +15,10 @@ tracing) starts in seconds and answers like vLLM would:
   request beyond the context answers vLLM's 400 as an `ErrorResponse` item.
 
 Settings come from `llm_config.experimental_configs["fake_engine"]` (see `FakeEngineSettings`),
-e.g. `{"latency_ms": 20}` for a fixed time to first token.
+e.g. `{"latency_ms": 20}` for a fixed time to first token; `models: {<model id>: {...}}` overrides
+them per model. Failure injection: `fail_first: 500` answers every request with that engine error
+as the first item (`ErrorResponse`, what vLLM yields), `fail_after_chunks: n` makes a stream raise
+after n chunks (the replica's generator fails mid-stream, as an engine crash would).
 """
 
 from __future__ import annotations
@@ -49,10 +52,14 @@ class FakeEngineSettings:
     think_tokens: int = 8  # reasoning length when the request sets no budget
     answer_tokens: int = 4  # answer length, before max_tokens cuts it
     always_thinks: bool = False  # a *-Thinking-2507 model: enable_thinking cannot switch it off
+    fail_first: int | None = None  # every request's first item is an engine error with this HTTP status
+    fail_after_chunks: int | None = None  # streams raise after this many chunks
 
     @classmethod
     def from_llm_config(cls, llm_config: Any) -> FakeEngineSettings:
         raw = dict((getattr(llm_config, "experimental_configs", None) or {}).get(SETTINGS_KEY) or {})
+        per_model = raw.pop("models", None) or {}
+        raw.update(per_model.get(getattr(llm_config, "model_id", None), {}))
         known = {f.name for f in fields(cls)}
         unknown = set(raw) - known
         if unknown:
@@ -142,7 +149,17 @@ class FakeEngine(LLMEngine):
     # ---- generation --------------------------------------------------------------------------
 
     def _error(self, message: str, param: str | None = None, code: int = 400) -> ErrorResponse:
-        return ErrorResponse(error=ErrorInfo(message=message, type="BadRequestError", param=param, code=code))
+        kind = "BadRequestError" if code < 500 else "InternalServerError"
+        return ErrorResponse(error=ErrorInfo(message=message, type=kind, param=param, code=code))
+
+    def _injected_error(self) -> ErrorResponse | None:
+        code = self.settings.fail_first
+        return None if code is None else self._error(f"fake engine failure ({code})", code=code)
+
+    def _check_chunk(self, sent: int) -> None:
+        limit = self.settings.fail_after_chunks
+        if limit is not None and sent >= limit:
+            raise RuntimeError(f"fake engine failed after {sent} chunks")
 
     def _plan(self, request: Any, prompt_tokens: int, chat: bool) -> Generation | ErrorResponse:
         requested = getattr(request, "max_completion_tokens", None) or getattr(request, "max_tokens", None)
@@ -181,7 +198,7 @@ class FakeEngine(LLMEngine):
     async def chat(self, request: Any, raw_request_info: Any = None) -> AsyncIterator[Any]:  # type: ignore[override]
         messages = getattr(request, "messages", None) or []
         prompt = sum(count_tokens(message_text(m)) + _TEMPLATE_TOKENS_PER_MESSAGE for m in messages)
-        gen = self._plan(request, prompt, chat=True)
+        gen = self._injected_error() or self._plan(request, prompt, chat=True)
         if isinstance(gen, ErrorResponse):
             yield gen
             return
@@ -211,6 +228,7 @@ class FakeEngine(LLMEngine):
         tokens = [("reasoning", t) for t in (gen.reasoning or []) if show_reasoning]
         tokens += [("content", t) for t in gen.answer]
         for i, (field, token) in enumerate(tokens):
+            self._check_chunk(i + 1)
             await self._wait(self.settings.token_latency_ms)
             first_of_field = i == 0 or tokens[i - 1][0] != field
             last = i == len(tokens) - 1
@@ -227,7 +245,7 @@ class FakeEngine(LLMEngine):
     async def completions(self, request: Any, raw_request_info: Any = None) -> AsyncIterator[Any]:  # type: ignore[override]
         prompt = request.prompt
         text = prompt if isinstance(prompt, str) else " ".join(p for p in (prompt or []) if isinstance(p, str))
-        gen = self._plan(request, count_tokens(text), chat=False)
+        gen = self._injected_error() or self._plan(request, count_tokens(text), chat=False)
         if isinstance(gen, ErrorResponse):
             yield gen
             return
@@ -244,6 +262,7 @@ class FakeEngine(LLMEngine):
             })
             return
         for i, token in enumerate(gen.answer):
+            self._check_chunk(i)
             await self._wait(self.settings.token_latency_ms)
             last = i == len(gen.answer) - 1
             yield _sse(CompletionStreamResponse, {

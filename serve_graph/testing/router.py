@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from serve_graph.config import load_config
 from serve_graph.metrics import RouterMetrics
-from serve_graph.testing.handles import Call, FakeHandle, NullMetrics
+from serve_graph.testing.handles import Call, FakeHandle, FakeServeView, NullMetrics, fake_probe
 
 
 def default_config() -> Path:
@@ -31,18 +31,29 @@ def default_config() -> Path:
     return beside if beside.is_file() else Path("models.yaml")
 
 
-def make_router(profile: str = "local", config: str | Path | None = None) -> tuple[Any, list[Call]]:
-    """A Router instance (the production class) over fake handles; returns it and its call log."""
+def make_router(profile: str = "local", config: str | Path | None = None, *,
+                metrics: RouterMetrics | None = None, router_settings: dict[str, Any] | None = None,
+                ) -> tuple[Any, list[Call]]:
+    """A Router instance (the production class) over fake handles; returns it and its call log.
+
+    The handles are `router.upstream.handles` (FakeHandle: set `behaviour`, `replicas`, `running`);
+    `router_settings` overrides the profile's `router:` fields (e.g. a short `replica_wait_s`).
+    """
     from serve_graph.router.ingress import Router
 
     prof = load_config(config or default_config()).resolve(profile)
+    if router_settings:
+        prof = prof.model_copy(update={"router": prof.router.model_copy(update=router_settings)})
     calls: list[Call] = []
     handles = {m.id: FakeHandle(m.id, calls) for m in prof.models}
-    healthy = {h.deployment_name: ("HEALTHY", 1) for h in handles.values()}
     deployment: Any = Router  # the @serve.deployment wrapper; the class itself is func_or_class
     cls = deployment.func_or_class
+    # Serve's ingress wrapper has an async __del__ (it shuts the ASGI app down in a replica); an
+    # instance built here never started one, and would warn "never awaited" when collected.
+    cls = type(cls.__name__, (cls,), {"__del__": lambda self: None})
     router = cls.__new__(cls)
-    router._setup(prof.model_dump(mode="json"), handles, lambda: healthy, RouterMetrics(NullMetrics()))
+    router._setup(prof.model_dump(mode="json"), handles, fake_probe(handles),
+                  metrics or RouterMetrics(NullMetrics()), FakeServeView(handles))
     return router, calls
 
 

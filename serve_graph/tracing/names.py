@@ -40,7 +40,8 @@ __all__ = [
     "LLM_SERVER_SERVICE", "OPERATION_CHAT", "OPERATION_TEXT_COMPLETION", "ROUTER_SERVICE", "SG_BUDGET",
     "SG_BUDGET_CAPPED_BY", "SG_BUDGET_SOURCE", "SG_CANCELLED", "SG_CANDIDATES", "SG_CATEGORY", "SG_CHUNKS",
     "SG_CLASSIFIER_LATENCY_MS", "SG_COMPONENT", "SG_CONFIDENCE", "SG_DEPLOYMENT", "SG_MODEL", "SG_REASON",
-    "SG_REPLICA_ID", "SG_ROUTE", "SG_SKIPPED", "SG_STREAM", "SG_THINKING_TRUNCATED", "SG_TIME_TO_FIRST_CHUNK_MS",
+    "SG_FALLBACK", "SG_REPLICA_ID", "SG_ROUTE", "SG_SKIPPED", "SG_STREAM", "SG_THINKING_TRUNCATED",
+    "SG_TIME_TO_FIRST_CHUNK_MS",
 ]
 
 # ---- GenAI (semantic conventions) -----------------------------------------------------------------
@@ -62,6 +63,7 @@ SG_CANDIDATES: Final = "serve_graph.candidates"
 SG_MODEL: Final = "serve_graph.model"  # the chosen model
 SG_REASON: Final = "serve_graph.reason"
 SG_SKIPPED: Final = "serve_graph.skipped"  # candidates passed over (fallbacks)
+SG_FALLBACK: Final = "serve_graph.fallback"  # "model:reason" of each candidate skipped or failed
 SG_BUDGET: Final = "serve_graph.thinking.budget"
 SG_BUDGET_SOURCE: Final = "serve_graph.thinking.budget_source"
 SG_BUDGET_CAPPED_BY: Final = "serve_graph.thinking.budget_capped_by"

@@ -131,7 +131,7 @@ def test_errors_are_recorded_on_the_span_that_failed(client: httpx.Client, rx: O
     assert r.status_code == 404
     spans = _trace(rx, r.headers["x-serve-graph-trace-id"], {"router.chat", "route"})
     route, router = _one(spans, "route"), _one(spans, "router.chat")
-    assert route["status"] == "ERROR" and route["attributes"]["error.type"].endswith("RoutingError")
+    assert route["status"] == "ERROR" and route["attributes"]["error.type"].endswith("ModelNotFound")
     assert router["status"] == "ERROR" and router["attributes"]["error.type"] == "404"
 
     # the engine refuses max_tokens beyond the context: the model call span fails

@@ -13,11 +13,11 @@ from pydantic import ValidationError
 from serve_graph.config import BudgetPolicy, CategoryBudget
 from serve_graph.router.budget import (
     Budget,
-    BudgetError,
     BudgetRequest,
     resolve_budget,
     soft_switch,
 )
+from serve_graph.router.errors import InvalidRequest, error_kind
 
 # Distinct numbers everywhere, so a wrong branch cannot produce the right answer by accident.
 POLICY = BudgetPolicy(
@@ -327,17 +327,18 @@ ERRORS = [
 
 @pytest.mark.parametrize(("body", "param"), ERRORS, ids=[f"{p}={b}" for b, p in ERRORS])
 def test_errors_name_the_field(body: dict[str, Any], param: str) -> None:
-    with pytest.raises(BudgetError) as e:
+    with pytest.raises(InvalidRequest) as e:
         _resolve(body)
     assert e.value.param == param
-    assert str(e.value).startswith(f"{param}: ")
+    assert str(e.value).startswith(f"{param}: ") and e.value.message == str(e.value)
     assert isinstance(e.value, ValueError)
+    assert error_kind(e.value).status == 400 and error_kind(e.value).code == "invalid_value"
 
 
 def test_error_message_shows_the_value() -> None:
-    with pytest.raises(BudgetError) as e:
+    with pytest.raises(InvalidRequest) as e:
         _resolve({"thinking_token_budget": -3})
-    assert e.value.message == "must be an integer >= 0, got -3"
+    assert e.value.message == "thinking_token_budget: must be an integer >= 0, got -3"
 
 
 def test_boundary_values_are_accepted() -> None:

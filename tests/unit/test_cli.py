@@ -100,3 +100,72 @@ def test_rendered_args_build_the_same_profile_as_the_file(tmp_path: Path) -> Non
     from_args = load_profile({**args, "base_dir": str(tmp_path)})
     from_file = load_profile({"config": str(MODELS), "profile": "local"})
     assert from_args == from_file
+
+
+# ---- cluster/rayservice.yaml: serveConfigV2 is the rendered production config ----------------------
+
+RAYSERVICE = REPO / "cluster" / "rayservice.yaml"
+RERENDER = "serve-graph render --profile production --into cluster/rayservice.yaml"
+
+
+def test_rayservice_serve_config_is_the_rendered_production_config() -> None:
+    from serve_graph.cli import render_text, serve_config_in
+
+    embedded = serve_config_in(RAYSERVICE.read_text())
+    assert embedded == render_text(render(str(MODELS), "production")), (
+        f"cluster/rayservice.yaml's serveConfigV2 drifted from models.yaml; run: {RERENDER}"
+    )
+
+
+def test_render_embeds_only_the_rendered_profile() -> None:
+    args = render(str(MODELS), "production")["applications"][0]["args"]
+    assert list(args["models"]["profiles"]) == ["production"]
+    assert parse_config(args["models"], "inline").resolve("production") == parse_config(
+        yaml.safe_load(MODELS.read_text()), "file", MODELS.parent).resolve("production")
+
+
+def test_render_into_rewrites_only_the_serve_config_block(tmp_path: Path) -> None:
+    """Edit models.yaml, re-render into a copy of the manifest: the drift is gone and every other
+    line (comments, the cluster spec, the second document) is as it was."""
+    from serve_graph.cli import render_text, serve_config_in
+
+    raw = yaml.safe_load(MODELS.read_text())
+    raw["profiles"]["production"]["models"][0]["autoscaling"]["max_replicas"] = 12
+    models = tmp_path / "models.yaml"
+    models.write_text(yaml.safe_dump(raw, sort_keys=False))
+    manifest = tmp_path / "rayservice.yaml"
+    before = RAYSERVICE.read_text()
+    manifest.write_text(before)
+    assert main(["render", "--config", str(models), "--profile", "production", "--into", str(manifest)]) == 0
+    after = manifest.read_text()
+    rendered = render_text(render(str(models), "production"))
+    assert serve_config_in(after) == rendered != serve_config_in(before)
+    assert "max_replicas: 12" in serve_config_in(after)  # type: ignore[operator]
+
+    def outside(text: str) -> list[str]:
+        lines = text.splitlines()
+        start = lines.index("  serveConfigV2: |")
+        end = next(i for i in range(start + 1, len(lines)) if lines[i].strip() and not lines[i].startswith("    "))
+        return lines[:start] + lines[end:]
+
+    assert outside(after) == outside(before)
+    docs = list(yaml.safe_load_all(after))
+    assert [d["kind"] for d in docs] == ["RayService", "Service"]
+    # idempotent
+    assert main(["render", "--config", str(models), "--profile", "production", "--into", str(manifest)]) == 0
+    assert manifest.read_text() == after
+
+
+def test_render_into_a_file_without_the_block_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "other.yaml"
+    target.write_text("apiVersion: v1\nkind: Service\n")
+    assert main(["render", "--profile", "production", "--into", str(target)]) == 2
+    assert "expected exactly one `serveConfigV2: |` block, found 0" in capsys.readouterr().err
+    assert target.read_text() == "apiVersion: v1\nkind: Service\n"
+
+
+def test_render_stdout_is_the_text_that_is_embedded() -> None:
+    from serve_graph.cli import render_text
+
+    out = _run("render", "--profile", "production")
+    assert out.returncode == 0 and out.stdout == render_text(render(str(MODELS), "production"))

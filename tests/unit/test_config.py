@@ -100,6 +100,82 @@ def test_autoscaling_min_above_max(tmp_path: Path, raw: dict[str, Any]) -> None:
     assert "min_replicas (3) > max_replicas (1)" in msg
 
 
+def test_production_placement_is_what_the_issue_asks(raw: dict[str, Any]) -> None:
+    prod = load_config(MODELS_YAML).resolve("production")
+    moe, xl = (next(m for m in prod.models if m.tier == t) for t in ("moe", "xl"))
+    assert moe.source == "Qwen/Qwen3-30B-A3B" and moe.engine.tensor_parallel_size == 2
+    assert moe.engine.enable_expert_parallel and moe.resources.accelerator_type == "A100"
+    assert xl.source == "Qwen/Qwen3-235B-A22B" and xl.engine.tensor_parallel_size == 8 and xl.workers == 8
+    assert xl.resources.accelerator_type == "H100" and xl.autoscaling.scales_to_zero
+    assert all(m.resources.placement_strategy == "STRICT_PACK" for m in prod.models)
+    assert len({m.resources.accelerator_type for m in prod.models}) == len(prod.models)
+
+
+def test_autoscaling_defaults() -> None:
+    from serve_graph.config import Autoscaling
+
+    a = Autoscaling(target_ongoing_requests=4)
+    assert (a.min_replicas, a.max_replicas, a.initial_replicas) == (1, 1, None)
+    assert (a.max_ongoing_requests, a.max_queued_requests) == (64, 128)
+    assert (a.upscale_delay_s, a.downscale_delay_s, a.look_back_period_s) == (30, 600, 30)
+    assert a.downscale_to_zero_delay_s is None and not a.scales_to_zero
+
+
+@pytest.mark.parametrize(
+    ("section", "change", "field", "message"),
+    [
+        ("autoscaling", {"max_queued_requests": 0}, "autoscaling.max_queued_requests", "must be -1 or null"),
+        ("autoscaling", {"max_queued_requests": -5}, "autoscaling.max_queued_requests", "must be -1 or null"),
+        ("autoscaling", {"initial_replicas": 9}, "autoscaling",
+         "initial_replicas (9) must lie between min_replicas (1) and max_replicas (8)"),
+        ("autoscaling", {"downscale_to_zero_delay_s": 60}, "autoscaling",
+         "downscale_to_zero_delay_s applies only with min_replicas 0"),
+        ("autoscaling", {"target_ongoing_requests": 100}, "autoscaling",
+         "target_ongoing_requests (100.0) > max_ongoing_requests (64)"),
+        ("autoscaling", {"upscale_delay_s": -1}, "autoscaling.upscale_delay_s", "greater than or equal to 0"),
+        ("autoscaling", {"look_back_period_s": 0}, "autoscaling.look_back_period_s", "greater than 0"),
+        ("resources", {"placement_strategy": "BEST_EFFORT"}, "resources.placement_strategy", "'STRICT_PACK'"),
+        ("resources", {"gpus_per_worker": 0}, "resources", "accelerator_type 'L4' needs gpus_per_worker > 0"),
+    ],
+)
+def test_autoscaling_and_resources_errors_name_the_field(
+    tmp_path: Path, raw: dict[str, Any], section: str, change: dict[str, Any], field: str, message: str
+) -> None:
+    raw["profiles"]["production"]["models"][0][section].update(change)
+    msg = _error(tmp_path, raw)
+    assert f"profiles.production.models[0].{field}: " in msg and message in msg, msg
+
+
+def test_max_queued_requests_null_means_unlimited(tmp_path: Path, raw: dict[str, Any]) -> None:
+    raw["profiles"]["production"]["models"][0]["autoscaling"]["max_queued_requests"] = None
+    raw["profiles"]["production"]["models"][1]["autoscaling"]["max_queued_requests"] = -1
+    prod = load_config(_write(tmp_path, raw)).resolve("production")
+    assert prod.models[0].autoscaling.max_queued_requests == prod.models[1].autoscaling.max_queued_requests == -1
+
+
+def test_a_tp_group_is_never_spread(tmp_path: Path, raw: dict[str, Any]) -> None:
+    raw["profiles"]["production"]["models"][3]["resources"]["placement_strategy"] = "SPREAD"
+    msg = _error(tmp_path, raw)
+    assert "profiles.production.models[3]: " in msg
+    assert "placement_strategy SPREAD would split the tensor_parallel_size 8 group" in msg
+
+
+def test_scale_to_zero_can_start_awake(tmp_path: Path, raw: dict[str, Any]) -> None:
+    raw["profiles"]["production"]["models"][3]["autoscaling"]["initial_replicas"] = 1
+    xl = load_config(_write(tmp_path, raw)).resolve("production").models[3]
+    assert xl.autoscaling.min_replicas == 0 and xl.autoscaling.initial_replicas == 1
+
+
+def test_router_autoscaling_fields(tmp_path: Path, raw: dict[str, Any]) -> None:
+    r = load_config(MODELS_YAML).router
+    assert (r.min_replicas, r.max_replicas, r.upscale_delay_s, r.downscale_delay_s) == (1, 4, 30, 600)
+    raw["router"]["target_ongoing_requests"] = 5000
+    msg = _error(tmp_path, raw)
+    assert "router: target_ongoing_requests (5000.0) > max_ongoing_requests (1024)" in msg
+    raw["router"].update(target_ongoing_requests=64, min_replicas=0)
+    assert "router.min_replicas: Input should be greater than or equal to 1" in _error(tmp_path, raw)
+
+
 def test_unknown_family(tmp_path: Path, raw: dict[str, Any]) -> None:
     raw["profiles"]["production"]["models"][1]["family"] = "llama3"
     msg = _error(tmp_path, raw)

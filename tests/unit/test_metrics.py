@@ -62,7 +62,7 @@ def test_metric_names_and_tags(fake: tuple[RouterMetrics, dict[str, FakeMetric]]
         "serve_graph_router_time_to_first_chunk_seconds": ("histogram", ("category", "model")),
         "serve_graph_router_classifier_latency_seconds": ("histogram", ()),
         "serve_graph_router_decisions": ("counter", ("decision_route", "model")),
-        "serve_graph_router_fallbacks": ("counter", ("decision_route", "skipped_model", "model")),
+        "serve_graph_router_fallbacks": ("counter", ("from", "to", "reason")),
         "serve_graph_router_reasoning_tokens": ("histogram", ("category", "model")),
         "serve_graph_router_thinking_budget_tokens": ("histogram", ("category", "model")),
         "serve_graph_router_thinking_truncated": ("counter", ("category", "model")),
@@ -110,13 +110,15 @@ def test_classifier_in_seconds(fake: tuple[RouterMetrics, dict[str, FakeMetric]]
 
 def test_decision_and_fallbacks(fake: tuple[RouterMetrics, dict[str, FakeMetric]]) -> None:
     rm, m = fake
-    rm.observe_decision("code", "qwen3-coder-b", skipped=("qwen3-coder-a", "qwen3-coder-c"))
+    rm.observe_decision("code", "qwen3-coder-b")
     rm.observe_decision("default", "qwen3")
+    rm.observe_fallback("qwen3-coder-a", "qwen3-coder-b", "no_replica")
+    rm.observe_fallback("qwen3-coder-c", None, "upstream_error")  # nothing served the request
     assert m[metrics.DECISIONS].records == [(1.0, {"decision_route": "code", "model": "qwen3-coder-b"}),
                                             (1.0, {"decision_route": "default", "model": "qwen3"})]
     assert m[metrics.FALLBACKS].records == [
-        (1.0, {"decision_route": "code", "skipped_model": s, "model": "qwen3-coder-b"})
-        for s in ("qwen3-coder-a", "qwen3-coder-c")]
+        (1.0, {"from": "qwen3-coder-a", "to": "qwen3-coder-b", "reason": "no_replica"}),
+        (1.0, {"from": "qwen3-coder-c", "to": "none", "reason": "upstream_error"})]
 
 
 def test_a_failing_backend_never_fails_the_request(caplog: pytest.LogCaptureFixture) -> None:
@@ -136,7 +138,8 @@ def test_a_failing_backend_never_fails_the_request(caplog: pytest.LogCaptureFixt
     rm = RouterMetrics(BrokenBackend())
     rm.observe_request("a", "b", "c", 200, 1.0, 0.1, 5, True, budget_tokens=8)
     rm.observe_classifier(1.0)
-    rm.observe_decision("r", "m", ("s",))
+    rm.observe_decision("r", "m")
+    rm.observe_fallback("s", "m", "no_replica")
     assert "metric record failed" in caplog.text
 
 
@@ -156,7 +159,9 @@ def test_real_ray_serve_metrics_accept_our_tags(monkeypatch: pytest.MonkeyPatch)
     rm.observe_request("math", "m", "math", 200, 1.0, 0.1, 10, True, budget_tokens=16)
     rm.observe_request(None, None, None, 503, 0.01)
     rm.observe_classifier(0.3)
-    rm.observe_decision("math", "m", ("n",))
+    rm.observe_decision("math", "m")
+    rm.observe_fallback("n", "m", "scaled_to_zero")
+    rm.observe_fallback("n", None, "replica_died")
     assert errors == []
     assert ray.is_initialized() == was_up
 

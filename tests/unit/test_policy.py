@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from serve_graph.config import ResolvedProfile, load_config, parse_config
-from serve_graph.router.policy import RouteRequest, RoutingError, decide
+from serve_graph.router.errors import ModelNotFound, NotServable, error_kind
+from serve_graph.router.policy import RouteRequest, decide
 
 REPO = Path(__file__).resolve().parents[2]
 CFG = load_config(REPO / "models.yaml")
@@ -56,9 +57,11 @@ def test_explicit_model_wins_over_classification() -> None:
 
 
 def test_unknown_model_is_404() -> None:
-    with pytest.raises(RoutingError) as e:
+    with pytest.raises(ModelNotFound) as e:
         decide(RouteRequest(model="gpt-4o"), PROD, ALL_PROD)
-    assert e.value.status == 404 and e.value.param == "model" and e.value.code == "model_not_found"
+    assert e.value.param == "model" and e.value.code == "model_not_found"
+    assert "The model `gpt-4o` does not exist" in e.value.message
+    assert error_kind(e.value).status == 404  # the status comes from the one table, not from policy
 
 
 def test_low_confidence_takes_default_route() -> None:
@@ -87,9 +90,10 @@ def test_nothing_healthy_queues_on_first_candidate() -> None:
 
 
 def test_images_need_a_vision_model() -> None:
-    with pytest.raises(RoutingError) as e:
+    with pytest.raises(NotServable) as e:
         decide(RouteRequest(has_images=True), PROD, ALL_PROD)
-    assert e.value.status == 400 and e.value.code == "vision_not_supported"
+    assert e.value.code == "vision_not_supported" and e.value.param == "messages"
+    assert error_kind(e.value).status == 400
 
     def add_vl(raw: dict[str, Any]) -> None:
         vl = dict(raw["profiles"]["production"]["models"][1], id="qwen3-vl-8b", source="Qwen/Qwen3-VL-8B-Instruct")
@@ -99,7 +103,7 @@ def test_images_need_a_vision_model() -> None:
     prof = _profile(add_vl)
     d = decide(RouteRequest(has_images=True), prof, frozenset(m.id for m in prof.models), C("code", 0.9))
     assert (d.model, d.route) == ("qwen3-vl-8b", "vision")
-    with pytest.raises(RoutingError):
+    with pytest.raises(NotServable):
         decide(RouteRequest(model="qwen3-8b", has_images=True), prof, ALL_PROD)
 
 
