@@ -1,4 +1,5 @@
-"""Helpers for tests that start a real Serve app: a free port, waiting for `/healthz`."""
+"""Helpers for tests that start a real Serve app: a free port, waiting for `/healthz`, an app
+deployed for the length of a `with` block."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 
 def free_port() -> int:
@@ -32,3 +36,23 @@ def wait_healthy(base_url: str, timeout_s: float, interval_s: float = 0.5) -> fl
             last = repr(e)
         time.sleep(interval_s)
     raise TimeoutError(f"app not healthy after {timeout_s:.0f}s; last /healthz: {last[:500]}")
+
+
+@contextmanager
+def deployed(app: Any, base_url: str, name: str, prefix: str, timeout_s: float) -> Iterator[tuple[str, float]]:
+    """Run `app` under `name` at `prefix` on the Serve instance at `base_url` until the block ends.
+
+    Yields the app's URL and the seconds from the call to its first `/healthz` 200 (the start-up
+    the caller measures from building the app is on top); the app is deleted on exit, also when
+    it never became healthy.
+    """
+    from ray import serve
+
+    t0 = time.monotonic()
+    serve.run(app, name=name, route_prefix=prefix, blocking=False)
+    url = base_url + prefix
+    try:
+        wait_healthy(url, timeout_s, interval_s=0.25)
+        yield url, time.monotonic() - t0
+    finally:
+        serve.delete(name)

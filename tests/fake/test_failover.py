@@ -21,7 +21,7 @@ import httpx
 import pytest
 import yaml
 
-from serve_graph.testing.serve import wait_healthy
+from serve_graph.testing.serve import deployed
 
 pytestmark = pytest.mark.fake
 
@@ -72,22 +72,17 @@ def _write_config(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def client(serve_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    from ray import serve
-
     from serve_graph.app import build_app
 
     config = _write_config(tmp_path_factory.mktemp("failover") / "models.yaml")
     t0 = time.monotonic()
     app = build_app({"config": str(config), "profile": "failover", "engine": "fake", "fake_engine": FAKE_ENGINE})
-    serve.run(app, name=APP_NAME, route_prefix=PREFIX, blocking=False)
-    url = serve_cluster + PREFIX
     try:
-        wait_healthy(url, STARTUP_BUDGET_S, interval_s=0.25)
-        measured["app_s"] = time.monotonic() - t0
-        with httpx.Client(base_url=url, timeout=60) as c:
-            yield c
+        with deployed(app, serve_cluster, APP_NAME, PREFIX, STARTUP_BUDGET_S) as (url, _):
+            measured["app_s"] = time.monotonic() - t0
+            with httpx.Client(base_url=url, timeout=60) as c:
+                yield c
     finally:
-        serve.delete(APP_NAME)
         print("\nfailover app, measured:", {k: round(v, 3) for k, v in measured.items()})
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from serve_graph.config import load_config
 from serve_graph.testing.otlp import OTLPReceiver
-from serve_graph.testing.serve import wait_healthy
+from serve_graph.testing.serve import deployed
 
 pytestmark = pytest.mark.fake
 
@@ -54,8 +54,6 @@ def otlp() -> Iterator[OTLPReceiver]:
 
 @pytest.fixture(scope="module")
 def client(serve_cluster: str, otlp: OTLPReceiver) -> Iterator[httpx.Client]:
-    from ray import serve
-
     from serve_graph.app import build_app
 
     t0 = time.monotonic()
@@ -65,15 +63,10 @@ def client(serve_cluster: str, otlp: OTLPReceiver) -> Iterator[httpx.Client]:
             mp.setenv(k, v)
         app = build_app({"config": str(REPO / "models.yaml"), "profile": "local", "engine": "fake",
                          "fake_engine": {"latency_ms": LATENCY_MS}})
-    serve.run(app, name=APP_NAME, route_prefix=PREFIX, blocking=False)
-    url = serve_cluster + PREFIX
-    try:
-        wait_healthy(url, STARTUP_BUDGET_S, interval_s=0.25)
+    with deployed(app, serve_cluster, APP_NAME, PREFIX, STARTUP_BUDGET_S) as (url, _):
         startup["app_s"] = time.monotonic() - t0
         with httpx.Client(base_url=url, timeout=60) as c:
             yield c
-    finally:
-        serve.delete(APP_NAME)
 
 
 def _chat(client: httpx.Client, content: str, **extra: Any) -> httpx.Response:
