@@ -102,6 +102,13 @@ def test_routed_requests_are_served_too(run: dict[str, Any]) -> None:
     assert run["auto"]["status"] == 200 and run["auto"]["model"] in PLACEABLE
 
 
+def test_the_unplaceable_models_route_fails_over(run: dict[str, Any]) -> None:
+    """The chat route's first candidate is never placed: its requests go to the next candidate."""
+    auto = run["auto"]
+    assert auto["status"] == 200 and auto["model"] != scenario.FAILOVER_FROM
+    assert auto["fallback"].startswith(f"{scenario.FAILOVER_FROM}:"), auto
+
+
 @pytest.mark.parametrize("model_id", sorted(scenario.UNPLACEABLE))
 def test_an_unplaceable_model_is_pending_and_says_why(run: dict[str, Any], model_id: str) -> None:
     [pg] = _groups(run, model_id)
@@ -129,6 +136,7 @@ def test_healthz_lists_the_pending_models_as_not_ready(run: dict[str, Any]) -> N
     models = run["healthz"]["body"]["models"]
     for model_id in scenario.UNPLACEABLE:
         assert models[model_id]["ready"] is False and models[model_id]["running_replicas"] == 0
+        assert models[model_id]["pending"] == run["pending_models"][model_id]  # and says why
     assert all(models[m]["ready"] for m in PLACEABLE)
 
 

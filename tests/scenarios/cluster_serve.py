@@ -64,6 +64,7 @@ UNPLACEABLE = {
     # a TP group larger than any node (STRICT_PACK: never split across nodes)
     "qwen3-235b-tp16": {"source": "Qwen/Qwen3-235B-A22B", "tier": "xl", "accelerator_type": "H100", "tp": 16},
 }
+FAILOVER_FROM = "qwen3-8b-b200"  # first candidate of the chat route, never placed
 # Short delays so that the autoscaler acts within seconds; Serve's own decision, not a shortcut.
 FAST_AUTOSCALING = {"upscale_delay_s": 1, "downscale_delay_s": 3, "look_back_period_s": 2}
 TARGET_ONGOING = 2
@@ -95,6 +96,9 @@ def scenario_config() -> dict[str, Any]:
         m["autoscaling"].update(min_replicas=1, initial_replicas=1)
         m["autoscaling"].pop("downscale_to_zero_delay_s", None)
         prod["models"].append(m)
+    # The chat route starts with a model no node fits: its requests must fail over to the next.
+    prod["routes"] = copy.deepcopy(raw["routes"])
+    prod["routes"]["categories"]["chat"] = {"candidates": [FAILOVER_FROM, "small"]}
     raw["profiles"] = {"production": prod}
     raw["router"].update(min_replicas=1, max_replicas=1)
     return raw
@@ -154,7 +158,8 @@ def _chat(client: Any, model: str) -> dict[str, Any]:
     r = client.post("/v1/chat/completions", json={
         "model": model, "messages": [{"role": "user", "content": "hi there, how are you today?"}],
         "max_tokens": 32, "thinking_token_budget": 0})
-    return {"status": r.status_code, "model": r.headers.get("x-serve-graph-model"), "body": r.text[:300]}
+    return {"status": r.status_code, "model": r.headers.get("x-serve-graph-model"),
+            "fallback": r.headers.get("x-serve-graph-fallback", ""), "body": r.text[:300]}
 
 
 _COUNTS_LOCK = threading.Lock()
