@@ -75,8 +75,3 @@ def iter_latest_texts(messages: Any, roles: Iterable[str]) -> Iterator[str]:
     for message in reversed(messages):
         if isinstance(message, Mapping) and message_role(message) in wanted:
             yield message_text(message)
-
-
-def latest_texts(messages: Any, roles: Iterable[str]) -> list[str]:
-    """Texts of the turns with one of ``roles``, newest first (the latest turn is element 0)."""
-    return list(iter_latest_texts(messages, roles))

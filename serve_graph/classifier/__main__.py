@@ -78,9 +78,10 @@ def cmd_train(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_eval(ns: argparse.Namespace) -> dict[str, Any]:
-    clf = Classifier(load_shipped())
+    model = load_shipped()
+    clf = Classifier(model)
     directory = D.data_dir(ns.data_dir)
-    if D.has_third_party_data(directory) and load_shipped().meta.get("fingerprint") != shipped_fingerprint(directory):
+    if D.has_third_party_data(directory) and model.meta.get("fingerprint") != shipped_fingerprint(directory):
         print(
             "warning: model.npz is stale for this data: run `python -m serve_graph.classifier train`", file=sys.stderr
         )

@@ -34,7 +34,7 @@ from serve_graph.classifier.data import (
 from serve_graph.classifier.features import feature_fingerprint
 from serve_graph.classifier.infer import Classifier
 from serve_graph.classifier.store import Model, cache_dir, load_model, read_model, save_model
-from serve_graph.classifier.train import TrainConfig, recipe_fingerprint, train_model
+from serve_graph.classifier.train import TrainConfig, hash_files, recipe_fingerprint, train_model
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,7 @@ def adaptation_fingerprint(shipped: Model, examples: Sequence[Example], config: 
     h = hashlib.sha256()
     h.update(str(shipped.meta.get("fingerprint", "")).encode())
     h.update(repr((ADAPT_VERSION, config)).encode())
-    for path in handwritten_files():
-        h.update(path.name.encode())
-        h.update(hashlib.sha256(path.read_bytes()).digest())
+    hash_files(h, handwritten_files())
     for ex in examples:
         h.update(json.dumps([ex.text, ex.label], ensure_ascii=False).encode())
     return h.hexdigest()[:32]

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -66,12 +67,18 @@ def recipe_fingerprint(files: Sequence[Path], examples: Sequence[Example], cfg: 
     h = hashlib.sha256()
     h.update(feature_fingerprint().encode())
     h.update(repr((TRAINING_VERSION, cfg)).encode())
-    for path in files:
-        h.update(path.name.encode())
-        h.update(hashlib.sha256(path.read_bytes()).digest())
+    hash_files(h, files)
     for ex in examples:
         h.update(json.dumps([ex.text, ex.label, ex.source], ensure_ascii=False).encode())
     return h.hexdigest()[:32]
+
+
+def hash_files(h: Any, files: Sequence[Path]) -> None:
+    """Feed each file's name and the digest of its bytes to ``h`` (files are not parsed: checking
+    that a model is current costs no JSON decoding)."""
+    for path in files:
+        h.update(path.name.encode())
+        h.update(hashlib.sha256(path.read_bytes()).digest())
 
 
 @dataclass

@@ -29,6 +29,7 @@ from serve_graph.classifier import BUILTIN_CATEGORIES, Classification, build_cla
 from serve_graph.classifier import data as D
 from serve_graph.classifier.__main__ import SAMPLE_OPERATOR_EXAMPLES
 from serve_graph.classifier.build import load_shipped, shipped_fingerprint
+from serve_graph.classifier.evaluate import evaluate
 from serve_graph.classifier.features import LEXICON_GROUPS
 from serve_graph.classifier.store import load_model
 from serve_graph.config import Routes
@@ -80,22 +81,6 @@ def _user(text: object) -> dict:
 
 def _assistant(text: str) -> dict:
     return {"role": "assistant", "content": text}
-
-
-def _macro(clf: C.Classifier, rows: list[tuple[str, str]]) -> tuple[float, float]:
-    """Macro recall and macro F1 over the labels present in ``rows``."""
-    labels = sorted({label for _, label in rows})
-    predicted = [clf.classify_text(text).category for text, _ in rows]
-    recalls, f1s = [], []
-    for label in labels:
-        tp = sum(p == label and t == label for p, (_, t) in zip(predicted, rows, strict=False))
-        support = sum(t == label for _, t in rows)
-        n_pred = sum(p == label for p in predicted)
-        recall = tp / support
-        precision = tp / n_pred if n_pred else 0.0
-        recalls.append(recall)
-        f1s.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
-    return float(np.mean(recalls)), float(np.mean(f1s))
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +136,8 @@ def test_no_third_party_text_in_the_package() -> None:
 def test_macro_accuracy_on_held_out_sets(clf: C.Classifier, name: str) -> None:
     """Every evaluation set (provenance of each in data/prompts/README) above its floor."""
     recall_floor, f1_floor = MACRO_FLOORS[name]
-    recall, f1 = _macro(clf, load_examples(eval_path(name)))
+    report = evaluate(clf, load_examples(eval_path(name)))
+    recall, f1 = report["macro_recall"], report["macro_f1"]
     assert recall >= recall_floor, (name, recall)
     assert f1 >= f1_floor, (name, f1)
 
