@@ -109,17 +109,19 @@ def pending_models(
     cluster's nodes (blocking calls; run it off the event loop)."""
     from ray import serve
 
+    from serve_graph.router.health import replica_counts
+
     app = serve.status().applications.get(app_name)
     if app is None:
         return {}
+    found = [(m, dep) for m in profile.models if (dep := app.deployments.get(deployment_name(m.id))) is not None]
+    states = {m.id: replica_counts(dep) for m, dep in found}
+    if not any(s.get("STARTING", 0) and not s.get("RUNNING", 0) for s in states.values()):
+        return {}  # nothing is starting: no need to ask the GCS for the nodes
     nodes = cluster_nodes() if nodes is None else nodes
     out: dict[str, str] = {}
-    for m in profile.models:
-        dep = app.deployments.get(deployment_name(m.id))
-        if dep is None:
-            continue
-        states = {str(getattr(s, "value", s)): n for s, n in dep.replica_states.items()}
-        if (why := pending_reason(m, states, dep.message, nodes)) is not None:
+    for m, dep in found:
+        if (why := pending_reason(m, states[m.id], dep.message, nodes)) is not None:
             out[m.id] = why
     return out
 
@@ -168,7 +170,7 @@ def build_graph(
         from serve_graph.testing.fake_engine import FakeEngine
 
         bind_kwargs["engine_cls"] = FakeEngine
-    configs = llm_configs(profile, fake_engine=dict(fake_engine or {}) if engine == "fake" else None)
+    configs = llm_configs(profile, fake_engine=(fake_engine or {}) if engine == "fake" else None)
     servers = {
         model_id: build_llm_deployment(cfg, name_prefix=DEPLOYMENT_PREFIX, bind_kwargs=bind_kwargs)
         for model_id, cfg in configs.items()

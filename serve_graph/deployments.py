@@ -161,7 +161,8 @@ def replica_bundles(spec: ModelSpec) -> list[dict[str, float]]:
     return bundles
 
 
-def _total(bundles: list[dict[str, float]]) -> dict[str, float]:
+def _total(bundles: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Resources summed over bundles (or nodes)."""
     out: dict[str, float] = {}
     for b in bundles:
         for k, v in b.items():
@@ -193,8 +194,8 @@ def placement_problem(spec: ModelSpec, nodes: Sequence[Mapping[str, float]]) -> 
     where = f"node with {accel}" if accel else "node"
     biggest = max(typed, key=lambda n: tuple(n.get(k, 0.0) for k in keys), default={})
     shape = f"{len(bundles)} bundle(s) of {_fmt(bundles[-1], keys)}"
+    need = _total(bundles)
     if strategy == "STRICT_PACK":
-        need = _total(bundles)
         if not any(_fits(need, n) for n in typed):
             return (f"one replica needs {_fmt(need, keys)} on one node (STRICT_PACK, {shape}); "
                     f"the largest {where} has {_fmt(biggest, keys)}")
@@ -204,6 +205,6 @@ def placement_problem(spec: ModelSpec, nodes: Sequence[Mapping[str, float]]) -> 
                 f"the largest has {_fmt(biggest, keys)}")
     if strategy == "STRICT_SPREAD" and sum(1 for n in typed if _fits(bundles[0], n)) < len(bundles):
         return f"STRICT_SPREAD needs {len(bundles)} distinct {where}s that fit {_fmt(bundles[0], keys)}"
-    if not _fits(_total(bundles), _total([dict(n) for n in typed])):
-        return f"one replica needs {_fmt(_total(bundles), keys)} ({strategy}, {shape}); all {where}s together have less"
+    if not _fits(need, _total(typed)):
+        return f"one replica needs {_fmt(need, keys)} ({strategy}, {shape}); all {where}s together have less"
     return None

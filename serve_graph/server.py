@@ -57,12 +57,14 @@ class TracedLLMServer(LLMServer):
     async def chat(self, request: Any, raw_request_info: Any = None) -> AsyncIterator[Any]:
         if not tracing.is_enabled():
             return await super().chat(request, raw_request_info)
-        return await self._traced("chat", "chat", request, raw_request_info, super().chat)
+        return await self._traced("chat", tracing.OPERATION_CHAT, request, raw_request_info, super().chat)
 
     async def completions(self, request: Any, raw_request_info: Any = None) -> AsyncIterator[Any]:
         if not tracing.is_enabled():
             return await super().completions(request, raw_request_info)
-        return await self._traced("completions", "text_completion", request, raw_request_info, super().completions)
+        return await self._traced(
+            "completions", tracing.OPERATION_TEXT_COMPLETION, request, raw_request_info, super().completions
+        )
 
     async def _traced(self, method: str, operation: str, request: Any, raw_request_info: Any,
                       call: Callable[[Any, Any], Awaitable[AsyncIterator[Any]]]) -> AsyncIterator[Any]:

@@ -29,7 +29,6 @@ from serve_graph.config.budgets import EFFORTS, BudgetPolicy, CategoryBudget, Ef
 from serve_graph.config.catalog import (
     AUTO_MODEL,
     DEFAULT_MAX_QUEUED_REQUESTS,
-    PLACEMENT_STRATEGIES,
     TIERS,
     Architecture,
     Autoscaling,
@@ -50,7 +49,6 @@ __all__ = [
     "AUTO_MODEL",
     "DEFAULT_MAX_QUEUED_REQUESTS",
     "EFFORTS",
-    "PLACEMENT_STRATEGIES",
     "TIERS",
     "Architecture",
     "Autoscaling",

@@ -32,6 +32,17 @@ T = TypeVar("T")
 Named = Annotated[dict[str, T], BeforeValidator(drop_extensions)]
 
 
+def check_scaling(min_replicas: int, max_replicas: int, target: float, max_ongoing: int) -> None:
+    """The bounds every autoscaled deployment (a model, the router) must keep; ValueError if not."""
+    if min_replicas > max_replicas:
+        raise ValueError(f"min_replicas ({min_replicas}) > max_replicas ({max_replicas})")
+    if target > max_ongoing:
+        raise ValueError(
+            f"target_ongoing_requests ({target}) > max_ongoing_requests ({max_ongoing}): "
+            "the target could never be reached"
+        )
+
+
 class Section(BaseModel):
     """Every section of models.yaml: frozen, unknown keys are errors (a misspelt option must not be
     silently ignored), and `x-` keys are dropped before validation, so an operator may park an

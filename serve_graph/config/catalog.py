@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from serve_graph.config.base import Section
+from serve_graph.config.base import Section, check_scaling
 
 Family = Literal["qwen3", "qwen3-instruct-2507", "qwen3-thinking-2507"]
 Tier = Literal["small", "medium", "moe", "xl"]
@@ -62,7 +62,6 @@ class EngineSettings(Section):
 # How the bundles of one replica (its TP x PP engine workers) may spread over nodes: Ray's placement
 # group strategies. STRICT_PACK (the default) keeps a replica on one node or leaves it pending.
 PlacementStrategy = Literal["STRICT_PACK", "PACK", "SPREAD", "STRICT_SPREAD"]
-PLACEMENT_STRATEGIES: tuple[str, ...] = get_args(PlacementStrategy)
 
 
 class Resources(Section):
@@ -155,21 +154,13 @@ class Autoscaling(Section):
 
     @model_validator(mode="after")
     def _bounds(self) -> Autoscaling:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(
-                f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})"
-            )
+        check_scaling(self.min_replicas, self.max_replicas, self.target_ongoing_requests, self.max_ongoing_requests)
         if self.initial_replicas is not None and not (
             self.min_replicas <= self.initial_replicas <= self.max_replicas
         ):
             raise ValueError(
                 f"initial_replicas ({self.initial_replicas}) must lie between min_replicas "
                 f"({self.min_replicas}) and max_replicas ({self.max_replicas})"
-            )
-        if self.target_ongoing_requests > self.max_ongoing_requests:
-            raise ValueError(
-                f"target_ongoing_requests ({self.target_ongoing_requests}) > max_ongoing_requests "
-                f"({self.max_ongoing_requests}): the target could never be reached"
             )
         if self.downscale_to_zero_delay_s is not None and self.min_replicas > 0:
             raise ValueError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from serve_graph.config.base import ConfigError, Named, Section
+from serve_graph.config.base import ConfigError, Named, Section, check_scaling
 from serve_graph.config.budgets import BudgetPolicy
 from serve_graph.config.catalog import AUTO_MODEL, TIERS, ModelSpec
 from serve_graph.config.routes import Escalation, Route, Routes
@@ -34,13 +34,7 @@ class RouterSettings(Section):
 
     @model_validator(mode="after")
     def _bounds(self) -> RouterSettings:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})")
-        if self.target_ongoing_requests > self.max_ongoing_requests:
-            raise ValueError(
-                f"target_ongoing_requests ({self.target_ongoing_requests}) > max_ongoing_requests "
-                f"({self.max_ongoing_requests}): the target could never be reached"
-            )
+        check_scaling(self.min_replicas, self.max_replicas, self.target_ongoing_requests, self.max_ongoing_requests)
         return self
 
 

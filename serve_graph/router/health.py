@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from serve_graph.router.errors import FallbackReason
 
@@ -36,6 +37,11 @@ class ModelHealth:
         return self.min_replicas > 0
 
 
+def replica_counts(deployment_status: Any) -> dict[str, int]:
+    """Replicas per state name ("RUNNING", "STARTING", ...) of one of Serve's deployment statuses."""
+    return {str(getattr(s, "value", s)): n for s, n in deployment_status.replica_states.items()}
+
+
 def read_serve_status(app_name: str) -> dict[str, tuple[str, int]]:
     """deployment name -> (status, RUNNING replicas), from Serve's controller (blocking call)."""
     from ray import serve
@@ -43,11 +49,10 @@ def read_serve_status(app_name: str) -> dict[str, tuple[str, int]]:
     app = serve.status().applications.get(app_name)
     if app is None:
         return {}
-    out: dict[str, tuple[str, int]] = {}
-    for name, dep in app.deployments.items():
-        running = sum(n for state, n in dep.replica_states.items() if str(getattr(state, "value", state)) == "RUNNING")
-        out[name] = (str(getattr(dep.status, "value", dep.status)), running)
-    return out
+    return {
+        name: (str(getattr(dep.status, "value", dep.status)), replica_counts(dep).get("RUNNING", 0))
+        for name, dep in app.deployments.items()
+    }
 
 
 class HealthTracker:

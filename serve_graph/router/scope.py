@@ -83,7 +83,7 @@ class RequestScope:
         """The model that got the first byte: on the route and root spans, and route ended."""
         self.plan = plan
         self.served = plan.decision.model
-        fallback = tuple(str(f) for f in self.fallbacks) or None
+        fallback = self._fallback_attr()
         if self._route is not None:
             tracing.record_decision(self._route, decision=plan.decision, budget=plan.budget)
             tracing.set_attributes(self._route, {SG_FALLBACK: fallback})
@@ -98,7 +98,7 @@ class RequestScope:
         `tracing.inject()` there gives its carrier). It stays open: `call_failed` or `finish` ends it."""
         with _current(self.root), tracing.client_span(model, body, end_on_exit=False) as span:
             self._spans.append(span)
-            tracing.set_attributes(span, {SG_FALLBACK: tuple(str(f) for f in self.fallbacks) or None})
+            tracing.set_attributes(span, {SG_FALLBACK: self._fallback_attr()})
             yield span
 
     def skipped(self, fallbacks: tuple[Fallback, ...]) -> None:
@@ -107,7 +107,7 @@ class RequestScope:
     def call_failed(self, span: Span, fallback: Fallback, exc: BaseException) -> None:
         """A call that failed before its first byte; the request moves on to the next candidate."""
         self.fallbacks.append(fallback)
-        tracing.set_attributes(span, {SG_FALLBACK: tuple(str(f) for f in self.fallbacks)})
+        tracing.set_attributes(span, {SG_FALLBACK: self._fallback_attr()})
         tracing.record_error(span, fallback.reason, str(exc))
         _end(span)
 
@@ -119,6 +119,10 @@ class RequestScope:
 
     def _fallback_list(self) -> list[str]:
         return [str(f) for f in self.fallbacks]
+
+    def _fallback_attr(self) -> tuple[str, ...] | None:
+        """The `serve_graph.fallback` span attribute: `model:reason` so far (None: no attribute)."""
+        return tuple(self._fallback_list()) or None
 
     def headers(self) -> dict[str, str]:
         out = plan_headers(self.plan) if self.plan is not None else {}

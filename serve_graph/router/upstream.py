@@ -140,10 +140,8 @@ class Upstream:
         except (ServeGraphError, asyncio.CancelledError):
             raise
         except Exception as e:
-            reason = failure_reason(e)
             logger.info("call to %s raised %s: %s", model, type(e).__name__, str(e)[:500])
-            cls = UpstreamError if reason == "upstream_error" else UpstreamUnavailable
-            raise cls(f"model {model} failed before its first byte ({reason})", model=model, reason=reason) from e
+            raise upstream_failure(model, e, "before its first byte") from e
         finally:
             if not task.done():
                 task.cancel()
@@ -189,11 +187,18 @@ async def _rest(model: str, response: Any) -> AsyncIterator[Any]:
         except StopAsyncIteration:
             return
         except Exception as e:
-            reason = failure_reason(e)
-            logger.warning("%s failed mid-stream (%s): %s", model, reason, str(e)[:500])
-            cls = UpstreamError if reason == "upstream_error" else UpstreamUnavailable
-            raise cls(f"model {model} failed mid-stream ({reason})", model=model, reason=reason) from e
+            failure = upstream_failure(model, e, "mid-stream")
+            logger.warning("%s failed mid-stream (%s): %s", model, failure.reason, str(e)[:500])
+            raise failure from e
         yield item
+
+
+def upstream_failure(model: str, exc: Exception, when: str) -> UpstreamFailure:
+    """A call's exception as the typed failure of that model: why (Serve's and Ray's exception
+    types, `failure_reason`) decides whether it is unavailable or an error."""
+    reason = failure_reason(exc)
+    cls = UpstreamError if reason == "upstream_error" else UpstreamUnavailable
+    return cls(f"model {model} failed {when} ({reason})", model=model, reason=reason)
 
 
 def engine_error(item: Any, model: str) -> ServeGraphError | None:

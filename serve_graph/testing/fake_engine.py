@@ -40,6 +40,8 @@ from ray.llm._internal.serve.core.configs.openai_api_models import (
 )
 from ray.llm._internal.serve.core.engine.protocol import LLMEngine
 
+from serve_graph.messages import message_text
+
 SETTINGS_KEY = "fake_engine"
 DEFAULT_MAX_MODEL_LEN = 4096
 _TEMPLATE_TOKENS_PER_MESSAGE = 4  # <|im_start|>role\n ... <|im_end|>\n
@@ -65,19 +67,6 @@ class FakeEngineSettings:
         if unknown:
             raise ValueError(f"experimental_configs.{SETTINGS_KEY}: unknown {sorted(unknown)}; known: {sorted(known)}")
         return cls(**raw)
-
-
-def message_text(message: Any) -> str:
-    """Text of one chat message, a plain dict (what the router forwards) or a pydantic object."""
-    content = message.get("content") if isinstance(message, dict) else getattr(message, "content", None)
-    if isinstance(content, str):
-        return content
-    parts = []
-    for part in content or []:
-        text = part.get("text") if isinstance(part, dict) else getattr(part, "text", None)
-        if isinstance(text, str):
-            parts.append(text)
-    return " ".join(parts)
 
 
 def count_tokens(text: str) -> int:
@@ -236,10 +225,7 @@ class FakeEngine(LLMEngine):
         if not tokens:
             yield chunk({"content": ""}, gen.finish_reason)
         if _include_usage(request):
-            yield _sse(ChatCompletionStreamResponse, {
-                "id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [], "usage": gen.usage(),
-            })
+            yield _usage_chunk(ChatCompletionStreamResponse, "chat.completion.chunk", rid, created, model, gen)
         yield "data: [DONE]\n\n"
 
     async def completions(self, request: Any, raw_request_info: Any = None) -> AsyncIterator[Any]:  # type: ignore[override]
@@ -271,10 +257,7 @@ class FakeEngine(LLMEngine):
                              "finish_reason": gen.finish_reason if last else None}],
             })
         if _include_usage(request):
-            yield _sse(CompletionStreamResponse, {
-                "id": rid, "object": "text_completion", "created": created, "model": model,
-                "choices": [], "usage": gen.usage(),
-            })
+            yield _usage_chunk(CompletionStreamResponse, "text_completion", rid, created, model, gen)
         yield "data: [DONE]\n\n"
 
     async def embeddings(self, request: Any, raw_request_info: Any = None) -> AsyncIterator[Any]:  # type: ignore[override]
@@ -284,11 +267,14 @@ class FakeEngine(LLMEngine):
         yield self._error("the fake engine does not serve transcriptions")
 
 
+def _usage_chunk(cls: Any, obj: str, rid: str, created: int, model: str, gen: Any) -> str:
+    """The final usage chunk of a stream (`stream_options.include_usage`): no choices, usage only."""
+    return _sse(cls, {"id": rid, "object": obj, "created": created, "model": model, "choices": [],
+                      "usage": gen.usage()})
+
+
 def _include_usage(request: Any) -> bool:
     options = getattr(request, "stream_options", None)
     return bool(options is not None and getattr(options, "include_usage", False))
 
-
-# The engine class as an import path, for `LLMServer`'s RAYLLM_VLLM_ENGINE_CLS escape hatch.
-IMPORT_PATH = f"{__name__}:{FakeEngine.__name__}"
 

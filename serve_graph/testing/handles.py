@@ -148,7 +148,7 @@ class _Method:
         stream = FakeStream(assigned=not (b.hang or b.queued))
         stream.items = self._stream(body, b, stream)
         h.streams.append(stream)
-        if h.behaviour.hang and h.replicas is not None:
+        if b.hang and h.replicas is not None:
             h.replicas = 0  # Serve drops the replica it found dead; none is left
         return stream
 

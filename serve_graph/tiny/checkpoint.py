@@ -29,9 +29,9 @@ __all__ = [
     "write_weights",
 ]
 
-#: The dtype the tensors are stored in, and its name in config.json (the two must agree).
+#: The dtype the tensors are stored in, and its name in config.json (derived: the two must agree).
 WEIGHT_DTYPE = np.float32
-TORCH_DTYPE = "float32"
+TORCH_DTYPE = np.dtype(WEIGHT_DTYPE).name
 
 #: The safetensors header metadata transformers writes and expects ("pt": torch layout).
 SAFETENSORS_METADATA = {"format": "pt"}

@@ -23,7 +23,6 @@ from serve_graph.tracing.attributes import (
     record_error,
     record_first_chunk,
     record_response,
-    record_stream_chunk,
     request_attributes,
     set_attributes,
 )
@@ -53,7 +52,6 @@ __all__ = [
     "record_error",
     "record_first_chunk",
     "record_response",
-    "record_stream_chunk",
     "replace_trace_headers",
     "request_attributes",
     "resolve",

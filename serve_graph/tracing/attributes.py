@@ -160,12 +160,6 @@ def record_response(span: Span, response: Any) -> None:
         obs.finish()
 
 
-def record_stream_chunk(span: Span, chunk: Any) -> None:
-    """Same as `record_response` for one streamed item (SSE string(s), chunk object or dict):
-    sets what the chunk carries (finish reasons, usage on the final usage chunk)."""
-    record_response(span, chunk)
-
-
 def _as_dict(item: Any) -> dict[str, Any] | None:
     if isinstance(item, dict):
         return item
@@ -262,11 +256,6 @@ class StreamObserver:
         if isinstance(text, str) and text and self._captured < CONTENT_LIMIT:
             into.setdefault(idx, []).append(text)
             self._captured += len(text)
-
-    @property
-    def reasoning_tokens(self) -> int | None:
-        value = self.attrs.get(GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)
-        return value if isinstance(value, int) else None
 
     def finish(self) -> None:
         if not self.span.is_recording():

@@ -180,10 +180,6 @@ async def traced_call(name: str, headers: Mapping[str, str] | None,
     span = start_span(name, kind=SpanKind.SERVER, headers=headers or {})
     if attributes is not None and span.is_recording():
         set_attributes(span, attributes() if callable(attributes) else attributes)
-    try:
-        with use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
-            stream = await call(replace_trace_headers(headers))
-    except BaseException as exc:
-        _finish_with_exception(span, exc)
-        raise
+    with _activate(span, end_on_exit=False):
+        stream = await call(replace_trace_headers(headers))
     return wrap_stream(span, stream)

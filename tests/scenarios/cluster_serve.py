@@ -122,10 +122,12 @@ def _replicas(app: str) -> dict[str, dict[str, Any]]:
     """deployment -> {"status", "message", "running", "starting"} from Serve's controller."""
     from ray import serve
 
+    from serve_graph.router.health import replica_counts
+
     status = serve.status().applications.get(app)
     out: dict[str, dict[str, Any]] = {}
     for name, dep in (status.deployments if status else {}).items():
-        states = {str(getattr(s, "value", s)): n for s, n in dep.replica_states.items()}
+        states = replica_counts(dep)
         out[name] = {"status": str(getattr(dep.status, "value", dep.status)), "message": dep.message,
                      "running": states.get("RUNNING", 0), "starting": states.get("STARTING", 0)}
     return out
